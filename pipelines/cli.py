@@ -1,0 +1,319 @@
+"""`kps-warehouse`: argument parsing and output only; the work is in pipeline, models and report.
+
+Exit status: 0 success, 1 failure, 2 bad usage or configuration, 3 some projects failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+OK, FAILED, USAGE, PARTIAL = 0, 1, 2, 3
+PROG = "kps-warehouse"
+
+
+class Output:
+    """Where every line goes: plain text for a person, one JSON object per line for a scheduler."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json_lines = json_lines
+
+    def event(self, event: str, text: str, **fields: Any) -> None:
+        if self.json_lines:
+            print(json.dumps({"ts": _now(), "event": event, **fields}, default=str), flush=True)
+        else:
+            print(text, flush=True)
+
+    def error(self, message: str, **fields: Any) -> None:
+        if self.json_lines:
+            line = {"ts": _now(), "event": "error", "message": message, **fields}
+            print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+        else:
+            print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Huawei Cloud KPS failed key-pair tasks, kept as history in DuckDB.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="extract every configured project, load, build the models, run the data tests"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="json: one JSON object per line (the default when no terminal is attached)",
+    )
+    run.add_argument("--no-transform", action="store_true", help="load only; skip the models")
+
+    demo = commands.add_parser(
+        "demo", help="run against a simulator started on loopback, then write the report"
+    )
+    demo.add_argument("--out", type=Path, help="report file (default warehouse/demo-report.html)")
+
+    commands.add_parser("transform", help="rebuild the models and run the data tests only")
+
+    report = commands.add_parser(
+        "report", help="execute the notebook report read-only and write HTML"
+    )
+    report.add_argument("--out", type=Path, help="HTML file (default warehouse/report.html)")
+    report.add_argument("--days", type=_positive_int, help="report period in days (default 30)")
+    report.add_argument(
+        "--project", action="append", dest="projects", metavar="ID", help="limit to a project"
+    )
+
+    simulate = commands.add_parser("simulate", help="serve the KPS simulator by hand")
+    simulate.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (8765)")
+    simulate.add_argument("--seed", type=int, default=7, help="data seed (7)")
+    simulate.add_argument("--projects", type=_positive_int, default=3, help="projects (3)")
+    simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
+    simulate.add_argument("--token", default="sim-token", help="accepted X-Auth-Token")
+    simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay per request")
+    simulate.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429s")
+    simulate.add_argument("--error-rate", type=float, default=0.0, help="share of 500s")
+    simulate.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped sockets")
+    simulate.add_argument("--shift-rate", type=float, default=0.0, help="list shifts per page")
+    simulate.add_argument("--malformed-rate", type=float, default=0.0, help="bad records share")
+
+    commands.add_parser("status", help="the last runs per project and the warehouse's freshness")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    json_lines = getattr(args, "log_format", None) == "json" or (
+        args.command == "run" and args.log_format is None and not sys.stdout.isatty()
+    )
+    out = Output(json_lines)
+    if json_lines:
+        os.environ.setdefault("RUNTIME__LOG_FORMAT", "JSON")
+    # Imported late: dlt reads its telemetry and log settings when it is first imported.
+    from .kps.client import ConfigError
+    from .pipeline import RunError, disable_telemetry
+
+    disable_telemetry()
+    handlers: dict[str, Callable[[argparse.Namespace, Output], int]] = {
+        "run": cmd_run,
+        "demo": cmd_demo,
+        "transform": cmd_transform,
+        "report": cmd_report,
+        "simulate": cmd_simulate,
+        "status": cmd_status,
+    }
+    try:
+        return handlers[args.command](args, out)
+    except ConfigError as exc:
+        out.error(f"configuration: {exc}")
+        return USAGE
+    except RunError as exc:
+        out.error(str(exc))
+        if args.debug:
+            traceback.print_exc()
+        return FAILED
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return FAILED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback with --debug
+        out.error(f"{args.command} failed: {type(exc).__name__}: {_first_line(exc)}")
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"{PROG}: run with --debug for the traceback", file=sys.stderr)
+        return FAILED
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
+    from . import pipeline
+
+    started = time.monotonic()
+    result = pipeline.run(warehouse=source_args.pop("warehouse", None), **source_args)
+    for p in result.projects:
+        note = f" ({p.note})" if p.note else ""
+        out.event(
+            "project",
+            f"{p.status:6} {p.region:16} {p.project_id}  {p.tasks_seen} tasks, "
+            f"{p.rejected} rejected{note}",
+            run_id=result.run_id,
+            **vars(p),
+        )
+    for p in result.failed:
+        rest = "other projects loaded" if result.exit_code == PARTIAL else "no project loaded"
+        out.error(
+            f"project {p.project_id}: {p.error} ({p.region}; {rest})",
+            project_id=p.project_id,
+            region=p.region,
+        )
+    code = result.exit_code
+    if not getattr(args, "no_transform", False) and code != FAILED:
+        code = max(code, transform_and_report(result.warehouse, out))
+    ok = len(result.projects) - len(result.failed)
+    out.event(
+        "summary",
+        f"run {result.run_id}: {ok} of {len(result.projects)} projects loaded, "
+        f"{sum(p.tasks_seen for p in result.projects)} tasks seen, "
+        f"{sum(p.rejected for p in result.projects)} rejected, "
+        f"{time.monotonic() - started:.1f} s; warehouse {result.warehouse}",
+        run_id=result.run_id,
+        projects_ok=ok,
+        projects_failed=len(result.failed),
+        tasks_seen=sum(p.tasks_seen for p in result.projects),
+        rejected=sum(p.rejected for p in result.projects),
+        seconds=round(time.monotonic() - started, 3),
+        warehouse=str(result.warehouse),
+        exit_code=code,
+    )
+    return code
+
+
+def transform_and_report(warehouse: Path, out: Output) -> int:
+    """Builds the models and prints the data tests' verdict; 1 when a test fails."""
+    from . import models
+
+    try:
+        result = models.transform(warehouse)
+    except models.ModelError as exc:
+        out.error(str(exc))
+        return FAILED
+    for test in result.warnings:
+        out.event(
+            "test_warning",
+            f"warning: data test {test.name}: {test.failures} rows, e.g. {test.sample[:2]}",
+            test=test.name,
+            failures=test.failures,
+            sample=test.sample,
+        )
+    for test in result.failed:
+        out.error(
+            f"data test {test.name} failed: {test.failures} rows, e.g. {test.sample[:3]}",
+            test=test.name,
+            failures=test.failures,
+            sample=test.sample,
+        )
+    out.event(
+        "transform",
+        f"built {len(result.models)} models and ran {len(result.tests)} data tests "
+        f"in {result.seconds:.2f} s",
+        models=len(result.models),
+        tests=len(result.tests),
+        failed=len(result.failed),
+        seconds=round(result.seconds, 3),
+    )
+    return FAILED if result.failed else OK
+
+
+def cmd_transform(args: argparse.Namespace, out: Output) -> int:
+    from .pipeline import warehouse_path
+
+    return transform_and_report(warehouse_path(), out)
+
+
+def cmd_report(args: argparse.Namespace, out: Output) -> int:
+    from . import report
+    from .pipeline import warehouse_path
+
+    warehouse = warehouse_path()
+    target = args.out or warehouse.parent / "report.html"
+    path = report.render(warehouse, target, days=args.days, projects=args.projects)
+    out.event("report", f"report: {path}", report=str(path))
+    return OK
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from . import demo
+    from .pipeline import drop_warehouse
+
+    warehouse = Path("warehouse").absolute() / "demo.duckdb"
+    drop_warehouse(warehouse)
+    with demo.simulator() as sim:
+        out.event("demo", f"simulator on {sim.url} with {len(sim.projects())} projects")
+        source_args = demo.source_args(sim)
+        code = cmd_run(args, out, warehouse=warehouse, **source_args)
+        demo.change_the_api(sim)
+        code = max(code, cmd_run(args, out, warehouse=warehouse, **source_args))
+    if code not in (OK, PARTIAL):
+        return code
+    from . import report
+
+    target = args.out or warehouse.parent / "demo-report.html"
+    report_path = report.render(warehouse, target)
+    for line in demo.summary(warehouse):
+        out.event("summary", line)
+    out.event("demo", f"warehouse: {warehouse}\nreport:    {report_path}")
+    return code
+
+
+def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
+    from .simulator import Simulator
+
+    sim = Simulator(token=args.token, seed=args.seed)
+    regions = ("cn-north-4", "ap-southeast-1")
+    for i in range(args.projects):
+        sim.add_project(region=regions[i % len(regions)], tasks=args.tasks)
+    sim.configure(
+        latency_ms=args.latency_ms,
+        throttle_rate=args.throttle_rate,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        shift_rate=args.shift_rate,
+        malformed_rate=args.malformed_rate,
+    )
+    sim.start(args.port)
+    by_region: dict[str, list[str]] = {}
+    for project_id, region in sim.projects().items():
+        by_region.setdefault(region, []).append(project_id)
+    out.event("simulate", f"KPS simulator on {sim.url} (Ctrl-C stops it). Point a run at it:")
+    out.event("simulate", f"  export SOURCES__KPS__ENDPOINT='{sim.endpoint}'")
+    out.event("simulate", f"  export SOURCES__KPS__PROJECTS='{json.dumps(by_region)}'")
+    out.event("simulate", f"  export SOURCES__KPS__CREDENTIALS__AUTH_TOKEN='{args.token}'")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sim.stop()
+    return OK
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from . import status
+    from .pipeline import warehouse_path
+
+    report = status.read(warehouse_path())
+    for line in report.lines():
+        out.event("status", line)
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

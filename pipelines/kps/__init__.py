@@ -1,0 +1,205 @@
+"""dlt source for Huawei Cloud KPS: the failed key-pair tasks of every configured project."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+import dlt
+import pyarrow as pa
+from dlt.common.configuration import configspec
+from dlt.common.configuration.specs import CredentialsConfiguration
+from dlt.common.typing import TSecretStrValue
+from dlt.sources import DltResource
+
+from .client import ConfigError, KpsClient, Project, ProjectRead, TokenAuth
+from .settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_ENDPOINT,
+    DEFAULT_PAGE_SIZE,
+    FAILED_TASKS_SCHEMA,
+    REJECTED_RECORDS_SCHEMA,
+    RUNS_SCHEMA,
+)
+
+__all__ = ["KpsCredentials", "Project", "kps", "projects_from_config", "read_all"]
+
+
+@configspec
+class KpsCredentials(CredentialsConfiguration):
+    """`sources.kps.credentials`: a ready IAM token."""
+
+    auth_token: TSecretStrValue | None = None
+
+    def on_resolved(self) -> None:
+        if not self.auth_token:
+            raise ConfigError(
+                "no credentials: set sources.kps.credentials.auth_token"
+                " (or SOURCES__KPS__CREDENTIALS__AUTH_TOKEN)"
+            )
+
+
+def projects_from_config(
+    project_ids: Sequence[str] | str | None,
+    region: str | None,
+    projects: dict[str, Sequence[str]] | None = None,
+) -> list[Project]:
+    """`project_ids` of `region`, plus `projects` (region → ids), each once, in that order."""
+    if isinstance(project_ids, str):
+        project_ids = [project_ids]
+    pairs: list[tuple[str, str]] = []
+    if project_ids:
+        if not region:
+            raise ConfigError("sources.kps.region is not set, but sources.kps.project_ids is")
+        pairs += [(pid, region) for pid in project_ids]
+    for other_region, ids in (projects or {}).items():
+        if isinstance(ids, str) or not isinstance(ids, Sequence):
+            raise ConfigError(f"sources.kps.projects.{other_region} is not a list of project ids")
+        pairs += [(pid, other_region) for pid in ids]
+    if not pairs:
+        raise ConfigError("no projects: set sources.kps.project_ids and sources.kps.region")
+    return list(dict.fromkeys(Project(pid, reg) for pid, reg in pairs))
+
+
+def read_all(client: KpsClient, projects: Sequence[Project], run_id: str) -> list[ProjectRead]:
+    """Every project read, in the configured order."""
+    reads = {r.project: r for r in client.read_projects(projects, run_id)}
+    return [reads[p] for p in projects]
+
+
+@dlt.source(name="kps", section="kps", max_table_nesting=0)
+def kps(
+    endpoint: str = DEFAULT_ENDPOINT,
+    region: str | None = dlt.config.value,
+    project_ids: list[str] | None = dlt.config.value,
+    projects: dict[str, list[str]] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    max_retries: int = 5,
+    backoff_seconds: float = 1.0,
+    credentials: KpsCredentials = dlt.secrets.value,
+    run_id: str | None = None,
+) -> Sequence[DltResource]:
+    """The failed tasks of every configured project, with the rejects and one run row each.
+
+    The projects are read up front: which projects were read completely decides which of their
+    earlier tasks can be marked cleared, and that must be known before the load.
+    """
+    run_id = run_id or new_run_id()
+    started_at = datetime.now(UTC)
+    wanted = projects_from_config(project_ids, region, projects)
+    client = KpsClient(
+        endpoint,
+        TokenAuth(credentials.auth_token),
+        page_size=page_size,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        backoff_seconds=backoff_seconds,
+    )
+    reads = read_all(client, wanted, run_id)
+    return (
+        failed_tasks(reads, started_at),
+        rejected_records(reads, started_at),
+        runs(reads, run_id, started_at),
+    )
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def failed_tasks(reads: Sequence[ProjectRead], started_at: datetime) -> DltResource:
+    """One version per task and change: a task absent from a complete pass of its project is
+    retired (cleared) at `started_at`; projects that failed or kept shifting retire nothing."""
+    complete = [r.project.project_id for r in reads if r.ok and r.complete]
+    scope = (
+        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in complete) + ")"
+        if complete
+        else "1 = 0"
+    )
+
+    @dlt.resource(
+        name="failed_tasks",
+        columns=arrow_columns(FAILED_TASKS_SCHEMA),
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "scd2",
+            "destination_scope": scope,
+            "boundary_timestamp": started_at,
+            "row_version_column_name": "row_hash",
+        },
+    )
+    def _failed_tasks() -> Iterator[pa.Table]:
+        # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
+        yield FAILED_TASKS_SCHEMA.empty_table()
+        for read in reads:
+            if read.ok:
+                yield read.batch.to_arrow()
+
+    return _failed_tasks()
+
+
+def rejected_records(reads: Sequence[ProjectRead], rejected_at: datetime) -> DltResource:
+    """Every record that could not be loaded as is, with the reason and the record as JSON."""
+
+    @dlt.resource(
+        name="rejected_records",
+        columns=arrow_columns(REJECTED_RECORDS_SCHEMA),
+        write_disposition="append",
+    )
+    def _rejected_records() -> Iterator[pa.Table]:
+        rows = [
+            {
+                "resource": "failed_tasks",
+                "project_id": read.project.project_id,
+                "region": read.project.region,
+                "reason": reject.reason,
+                "payload": reject.payload,
+                "run_id": read.batch.run_id,
+                "rejected_at": rejected_at,
+            }
+            for read in reads
+            for reject in read.batch.rejects
+        ]
+        yield pa.Table.from_pylist(rows, REJECTED_RECORDS_SCHEMA)
+
+    return _rejected_records()
+
+
+def runs(reads: Sequence[ProjectRead], run_id: str, started_at: datetime) -> DltResource:
+    """One row per project: how its read went."""
+
+    @dlt.resource(name="runs", columns=arrow_columns(RUNS_SCHEMA), write_disposition="append")
+    def _runs() -> Iterator[pa.Table]:
+        rows = [
+            {
+                "run_id": run_id,
+                "project_id": read.project.project_id,
+                "region": read.project.region,
+                "started_at": started_at,
+                "finished_at": datetime.fromtimestamp(read.finished_at, UTC),
+                "status": "ok" if read.ok else "failed",
+                "tasks_seen": len(read.batch),
+                "rejected": len(read.batch.rejects),
+                "error": read.error,
+                "complete": read.ok and read.complete,
+                "note": "; ".join(read.notes) or None,
+                "pages": read.pages,
+                "requests": read.requests,
+            }
+            for read in reads
+        ]
+        yield pa.Table.from_pylist(rows, RUNS_SCHEMA)
+
+    return _runs()
+
+
+def arrow_columns(schema: pa.Schema) -> dict[str, dict[str, object]]:
+    """dlt column hints that match an arrow schema, so dlt and arrow agree on every type."""
+    types = {
+        pa.string(): "text",
+        pa.int64(): "bigint",
+        pa.bool_(): "bool",
+        pa.timestamp("ms", tz="UTC"): "timestamp",
+    }
+    return {f.name: {"data_type": types[f.type], "nullable": f.nullable} for f in schema}

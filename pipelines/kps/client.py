@@ -1,0 +1,363 @@
+"""HTTP client of the KPS failed-tasks API: auth, paging, retries, a list that shifts.
+
+Knows nothing of dlt. It reads every page of a project, concurrently where `total` allows, and
+hands each page's records to a TaskBatch (see records.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .records import TaskBatch
+from .settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PAGE_SIZE,
+    FAILED_TASKS_PATH,
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    MAX_PASSES,
+)
+
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class KpsError(Exception):
+    """Anything that stops a project's pass; `str()` is one line an operator can act on."""
+
+
+class KpsApiError(KpsError):
+    """The API answered with an error status and (usually) its error body."""
+
+    def __init__(self, status: int, error_code: str, error_msg: str) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = error_msg
+        super().__init__(f"{status} {error_code} {error_msg}".strip())
+
+
+class KpsResponseError(KpsError):
+    """A 200 answer whose body is not a FailedTasks page."""
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; `str()` names the setting."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """One project in one region, validated before it enters a URL."""
+
+    project_id: str
+    region: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.project_id, str) or not _PROJECT_ID.match(self.project_id):
+            raise ConfigError(
+                f"project id {self.project_id!r} is not 1-64 letters, digits, '-' or '_'"
+            )
+        if not isinstance(self.region, str) or not _REGION.match(self.region):
+            raise ConfigError(f"region {self.region!r} is not a region name like 'cn-north-4'")
+
+
+class Auth(Protocol):
+    """Adds credentials to a prepared request."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest: ...
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """A ready IAM token in `X-Auth-Token`."""
+
+    token: str
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["X-Auth-Token"] = self.token
+        return request
+
+    def __repr__(self) -> str:  # never show the token
+        return "TokenAuth(token=***)"
+
+
+@dataclass
+class Page:
+    offset: int
+    total: int | None
+    records: list[Any]
+
+
+@dataclass
+class ProjectRead:
+    """What one run read of one project."""
+
+    project: Project
+    batch: TaskBatch
+    started_at: float
+    finished_at: float = 0.0
+    error: str | None = None
+    complete: bool = False
+    passes: int = 0
+    pages: int = 0
+    requests: int = 0
+    hit_offset_ceiling: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_session(max_retries: int, backoff_seconds: float, concurrency: int) -> requests.Session:
+    """A session that retries throttling, server errors and dropped connections with backoff."""
+    retry = Retry(
+        total=max_retries,
+        connect=max_retries,
+        read=max_retries,
+        status=max_retries,
+        other=0,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_seconds,
+        backoff_max=30.0,
+        backoff_jitter=backoff_seconds / 2,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=max(concurrency, 1) * 2)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class KpsClient:
+    """Reads the failed tasks of many projects, `concurrency` requests at a time at most."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        auth: Auth,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_retries: int = 5,
+        backoff_seconds: float = 1.0,
+        timeout_seconds: float = 60.0,
+        max_passes: int = MAX_PASSES,
+    ) -> None:
+        if isinstance(page_size, bool) or not isinstance(page_size, int):
+            raise ConfigError(f"page_size {page_size!r} is not a whole number from 1 to 1000")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ConfigError(f"page_size {page_size} is not between 1 and {MAX_PAGE_SIZE}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency {concurrency!r} is not a whole number of at least 1")
+        scheme = urlsplit(endpoint.replace("{region}", "r")).scheme
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"endpoint {endpoint!r} is not an http(s) URL")
+        if scheme == "http" and not is_loopback(endpoint.replace("{region}", "r")):
+            raise ConfigError(f"endpoint {endpoint!r}: credentials go only over https")
+        self.endpoint = endpoint.rstrip("/")
+        self.auth = auth
+        self.page_size = page_size
+        self.concurrency = concurrency
+        self.timeout = timeout_seconds
+        self.max_passes = max_passes
+        self.session = make_session(max_retries, backoff_seconds, concurrency)
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._count_lock = threading.Lock()
+
+    def url(self, project: Project) -> str:
+        base = self.endpoint.replace("{region}", project.region)
+        return base + FAILED_TASKS_PATH.format(project_id=project.project_id)
+
+    def get_page(self, project: Project, offset: int, read: ProjectRead) -> Page:
+        """One page; raises KpsApiError for an error status, KpsResponseError for a bad body."""
+        params = {"limit": self.page_size, "offset": offset}
+        with self._slots:
+            try:
+                response = self.session.get(
+                    self.url(project), params=params, auth=self.auth, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                raise KpsError(f"request failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            finally:
+                with self._count_lock:
+                    read.requests += 1
+        with self._count_lock:
+            read.pages += 1
+        return parse_page(response, offset)
+
+    def read_project(
+        self, project: Project, run_id: str, on_page: Callable[[Project, int], None] | None = None
+    ) -> ProjectRead:
+        """Every task of a project, re-reading while the list shifts; never raises KpsError."""
+        read = ProjectRead(
+            project, TaskBatch(project.project_id, project.region, run_id), time.time()
+        )
+        previous_ids: frozenset[str] | None = None
+        try:
+            while read.passes < self.max_passes:
+                read.passes += 1
+                ids, consistent = self._one_pass(project, read, on_page)
+                if read.hit_offset_ceiling:
+                    read.notes.append(
+                        f"the API's offset ceiling ({MAX_OFFSET}) was reached: tasks past it"
+                        " cannot be read, so nothing was cleared"
+                    )
+                    break
+                if consistent or ids == previous_ids:
+                    read.complete = True
+                    break
+                if previous_ids is not None:
+                    read.notes.append(
+                        f"list shifted between passes {read.passes - 1} and {read.passes}"
+                    )
+                previous_ids = ids
+            if not read.complete and not read.hit_offset_ceiling:
+                read.notes.append(
+                    f"list kept shifting for {read.passes} passes: kept every task read,"
+                    " cleared nothing"
+                )
+        except KpsError as exc:
+            read.error = str(exc)
+        read.finished_at = time.time()
+        return read
+
+    def _one_pass(
+        self, project: Project, read: ProjectRead, on_page: Callable[[Project, int], None] | None
+    ) -> tuple[frozenset[str], bool]:
+        """Reads the list once; returns its task ids and whether the pass proves itself whole.
+
+        A pass that does not (a long list with an inexact `total`, or signs of a shift) is
+        confirmed by the next pass reading the same ids.
+        """
+        pages = list(self._pages(project, read))
+        ids: list[str] = []
+        for page in pages:
+            read.batch.add(page.records)
+            ids.extend(r["task_id"] for r in page.records if isinstance(r, dict) and "task_id" in r)
+            if on_page:
+                on_page(project, len(page.records))
+        id_set = frozenset(i for i in ids if isinstance(i, str))
+        totals = {page.total for page in pages}
+        non_empty = sum(1 for page in pages if page.records)
+        if len(id_set) != len(ids) or len(totals) > 1:
+            read.notes.append(f"list shifted during pass {read.passes}")
+        consistent = (
+            len(id_set) == len(ids)
+            and len(totals) == 1
+            # Deletions between pages of a long list go unseen when `total` is capped or
+            # inexact; only then does a pass need a second one to agree with it.
+            and (non_empty <= 1 or totals == {len(ids)})
+        )
+        return id_set, consistent
+
+    def _pages(self, project: Project, read: ProjectRead) -> Iterator[Page]:
+        """Pages in offset order: the first, then those `total` announces in parallel, then
+        one by one until a short page or the offset ceiling."""
+        limit = self.page_size
+        page = self.get_page(project, 0, read)
+        yield page
+        offset = len(page.records)
+        if len(page.records) < limit:
+            return
+        if page.total and page.total > offset:
+            planned = range(offset, min(page.total, MAX_OFFSET + 1), limit)
+            for page in self._fetch_parallel(project, planned, read):
+                yield page
+                offset = page.offset + len(page.records)
+                if len(page.records) < limit:
+                    return
+        while offset <= MAX_OFFSET:
+            page = self.get_page(project, offset, read)
+            yield page
+            if len(page.records) < limit:
+                return
+            offset += len(page.records)
+        read.hit_offset_ceiling = True
+
+    def _fetch_parallel(
+        self, project: Project, offsets: Sequence[int], read: ProjectRead
+    ) -> list[Page]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(self.get_page, project, o, read) for o in offsets]
+            return [f.result() for f in futures]
+
+    def read_projects(
+        self,
+        projects: Sequence[Project],
+        run_id: str,
+        on_page: Callable[[Project, int], None] | None = None,
+    ) -> Iterator[ProjectRead]:
+        """Reads projects concurrently, yielding each as it finishes."""
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures: list[Future[ProjectRead]] = [
+                pool.submit(self.read_project, p, run_id, on_page) for p in projects
+            ]
+            for future in as_completed(futures):
+                yield future.result()
+
+
+def parse_page(response: requests.Response, offset: int) -> Page:
+    """Checks the status and the shape of a FailedTasks page."""
+    if response.status_code != 200:
+        raise api_error(response)
+    where = f"page at offset {offset}"
+    try:
+        body = response.json()
+    except ValueError as exc:
+        kind = response.headers.get("Content-Type", "unknown content type")
+        snippet = _first_line(response.text)[:60]
+        raise KpsResponseError(f"{where} is not JSON ({kind}): {snippet!r}") from exc
+    if not isinstance(body, dict):
+        raise KpsResponseError(f"{where} is a JSON {type(body).__name__}, not an object")
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        state = "missing" if tasks is None else f"a JSON {type(tasks).__name__}"
+        raise KpsResponseError(f"{where}: 'tasks' is {state}, not a list")
+    total = body.get("total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = None  # only a hint: a missing or impossible total plans nothing
+    return Page(offset, total, tasks)
+
+
+def api_error(response: requests.Response) -> KpsApiError:
+    """The API's error_code and error_msg, or what the status alone says."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error_code" in body:
+        return KpsApiError(
+            response.status_code, str(body.get("error_code")), str(body.get("error_msg", ""))
+        )
+    return KpsApiError(response.status_code, "HTTP", response.reason or "error")
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,83 @@
+"""Constants of the KPS failed-tasks API and of the tables this source loads."""
+
+import pyarrow as pa
+
+DEFAULT_ENDPOINT = "https://kms.{region}.myhuaweicloud.com"
+FAILED_TASKS_PATH = "/v3/{project_id}/failed-tasks"
+
+# The API's documented bounds for `limit` and `offset`.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 1000
+MAX_OFFSET = 100_000
+
+# A project's pass is re-read this many times when the list shifts under it; after that the
+# run keeps what it read and clears nothing in that project.
+MAX_PASSES = 3
+
+# Requests to one project run this many at a time at most, across all projects.
+DEFAULT_CONCURRENCY = 8
+
+# The fields of a FailedTasks record, and the ones a record cannot be loaded without.
+TASK_FIELDS = (
+    "task_id",
+    "operate_type",
+    "task_time",
+    "task_error_code",
+    "task_error_msg",
+    "server_name",
+    "server_id",
+    "keypair_name",
+)
+
+# Epoch milliseconds outside this window are not task times but garbage (2000-01-01..2100-01-01).
+MIN_TASK_TIME_MS = 946_684_800_000
+MAX_TASK_TIME_MS = 4_102_444_800_000
+
+FAILED_TASKS_SCHEMA = pa.schema(
+    [
+        pa.field("project_id", pa.string(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("operate_type", pa.string()),
+        pa.field("task_time", pa.string()),
+        pa.field("failed_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("task_error_code", pa.string()),
+        pa.field("task_error_msg", pa.string()),
+        pa.field("server_name", pa.string()),
+        pa.field("server_id", pa.string()),
+        pa.field("keypair_name", pa.string()),
+        pa.field("extra_fields", pa.string()),
+        pa.field("row_hash", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+
+REJECTED_RECORDS_SCHEMA = pa.schema(
+    [
+        pa.field("resource", pa.string(), nullable=False),
+        pa.field("project_id", pa.string(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("rejected_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("project_id", pa.string(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("started_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("tasks_seen", pa.int64(), nullable=False),
+        pa.field("rejected", pa.int64(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("complete", pa.bool_(), nullable=False),
+        pa.field("note", pa.string()),
+        pa.field("pages", pa.int64(), nullable=False),
+        pa.field("requests", pa.int64(), nullable=False),
+    ]
+)

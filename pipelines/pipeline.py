@@ -1,0 +1,151 @@
+"""One run: configure dlt, extract and load every project, record the run, build the models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from .kps import kps, new_run_id
+from .kps.client import ConfigError
+
+PIPELINE_NAME = "kps_warehouse"
+DATASET = "kps_raw"
+DEFAULT_WAREHOUSE = Path("warehouse") / "kps.duckdb"
+
+
+class RunError(Exception):
+    """The run as a whole failed (not one project): `str()` is the one line to print."""
+
+
+@dataclass
+class ProjectOutcome:
+    project_id: str
+    region: str
+    status: str
+    tasks_seen: int
+    rejected: int
+    complete: bool
+    error: str | None
+    note: str | None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    warehouse: Path
+    projects: list[ProjectOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ProjectOutcome]:
+        return [p for p in self.projects if p.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all loaded, 3 some projects failed, 1 all failed."""
+        if not self.failed:
+            return 0
+        return 1 if len(self.failed) == len(self.projects) else 3
+
+
+def warehouse_path() -> Path:
+    """`destination.duckdb.credentials` as a file path, by default warehouse/kps.duckdb."""
+    value = dlt.config.get("destination.duckdb.credentials")
+    if not value:
+        return DEFAULT_WAREHOUSE.absolute()
+    if not isinstance(value, str):
+        raise ConfigError("destination.duckdb.credentials must be the path of the warehouse file")
+    return Path(value.removeprefix("duckdb:///")).expanduser().absolute()
+
+
+def pipelines_dir(warehouse: Path) -> Path:
+    """dlt's working folder: `kps_warehouse.pipelines_dir`, by default `.dlt/` beside the
+    warehouse file, never the home directory."""
+    value = dlt.config.get("kps_warehouse.pipelines_dir")
+    return Path(value).expanduser().absolute() if value else warehouse.parent / ".dlt"
+
+
+def pipeline_name(warehouse: Path) -> str:
+    """One dlt pipeline per warehouse file, so the demo's state never mixes with real runs'."""
+    return f"{PIPELINE_NAME}_{warehouse.stem}"
+
+
+def drop_warehouse(warehouse: Path) -> None:
+    """Deletes the warehouse file and its dlt working state: the next run starts from nothing."""
+    warehouse.unlink(missing_ok=True)
+    Path(f"{warehouse}.wal").unlink(missing_ok=True)
+    shutil.rmtree(pipelines_dir(warehouse) / pipeline_name(warehouse), ignore_errors=True)
+
+
+def make_pipeline(warehouse: Path) -> dlt.Pipeline:
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return dlt.pipeline(
+        pipeline_name=pipeline_name(warehouse),
+        destination=dlt.destinations.duckdb(str(warehouse)),
+        dataset_name=DATASET,
+        pipelines_dir=str(pipelines_dir(warehouse)),
+    )
+
+
+def run(warehouse: Path | None = None, **source_args: Any) -> RunResult:
+    """Extracts every configured project, loads it and returns what happened per project.
+
+    `source_args` override configuration (the demo passes the simulator's endpoint this way).
+    Raises ConfigError for settings that cannot work and RunError when nothing could be loaded.
+    """
+    warehouse = warehouse or warehouse_path()
+    run_id = new_run_id()
+    try:
+        source = kps(run_id=run_id, **source_args)
+    except ConfigurationException as exc:
+        raise ConfigError(config_message(exc)) from exc
+    pipeline = make_pipeline(warehouse)
+    try:
+        pipeline.run(source, loader_file_format="parquet")
+    except PipelineStepFailed as exc:
+        raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+    return RunResult(run_id, warehouse, read_outcomes(warehouse, run_id))
+
+
+def read_outcomes(warehouse: Path, run_id: str) -> list[ProjectOutcome]:
+    """This run's rows of kps_raw.runs: the warehouse, not memory, says what was loaded."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            """
+            select project_id, region, status, tasks_seen, rejected, complete, error, note
+            from kps_raw.runs where run_id = ? order by project_id
+            """,
+            [run_id],
+        ).fetchall()
+    return [ProjectOutcome(*row) for row in rows]
+
+
+def config_message(exc: BaseException) -> str:
+    """dlt's configuration errors as one line naming the missing or bad key."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost exception's first line: what actually went wrong."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def disable_telemetry() -> None:
+    """dlt's anonymous telemetry is off unless the operator turns it on."""
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
