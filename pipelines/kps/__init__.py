@@ -200,6 +200,6 @@ def arrow_columns(schema: pa.Schema) -> dict[str, dict[str, object]]:
         pa.string(): "text",
         pa.int64(): "bigint",
         pa.bool_(): "bool",
-        pa.timestamp("ms", tz="UTC"): "timestamp",
+        pa.timestamp("us", tz="UTC"): "timestamp",
     }
     return {f.name: {"data_type": types[f.type], "nullable": f.nullable} for f in schema}

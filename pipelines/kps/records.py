@@ -123,7 +123,9 @@ class TaskBatch:
         columns["region"] = [self.region] * n
         columns["run_id"] = [self.run_id] * n
         arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
-        arrays["failed_at"] = pa.array(millis, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
+        failed_at = pa.array(millis, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        arrays["failed_at"] = failed_at.cast(pa.timestamp("us", tz="UTC"))
         return pa.table([arrays[name] for name in FAILED_TASKS_SCHEMA.names], FAILED_TASKS_SCHEMA)
 
 

@@ -40,7 +40,7 @@ FAILED_TASKS_SCHEMA = pa.schema(
         pa.field("task_id", pa.string(), nullable=False),
         pa.field("operate_type", pa.string()),
         pa.field("task_time", pa.string()),
-        pa.field("failed_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("failed_at", pa.timestamp("us", tz="UTC")),
         pa.field("task_error_code", pa.string()),
         pa.field("task_error_msg", pa.string()),
         pa.field("server_name", pa.string()),
@@ -60,7 +60,7 @@ REJECTED_RECORDS_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("payload", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
-        pa.field("rejected_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("rejected_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
 
@@ -69,8 +69,8 @@ RUNS_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("project_id", pa.string(), nullable=False),
         pa.field("region", pa.string(), nullable=False),
-        pa.field("started_at", pa.timestamp("ms", tz="UTC"), nullable=False),
-        pa.field("finished_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("tasks_seen", pa.int64(), nullable=False),
         pa.field("rejected", pa.int64(), nullable=False),
