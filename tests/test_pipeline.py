@@ -1,0 +1,243 @@
+"""`kps-warehouse run` end to end: real HTTP to the simulator, a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.simulator import Simulator
+
+from .conftest import query, run_cli
+
+
+def tasks_by_id(sim: Simulator, project_id: str) -> dict[str, dict]:
+    return {t["task_id"]: t for t in sim.tasks(project_id)}
+
+
+def loaded(warehouse: Path, project_id: str) -> dict[str, tuple]:
+    rows = query(
+        warehouse,
+        """
+        select task_id, epoch_ms(failed_at), task_time, keypair_name, _dlt_valid_to
+        from kps_raw.failed_tasks where project_id = ?
+        """,
+        [project_id],
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+def started_at(warehouse: Path, nth_run: int):
+    rows = query(warehouse, "select distinct started_at from kps_raw.runs order by 1")
+    return rows[nth_run][0]
+
+
+def test_every_task_of_every_project_is_loaded_once_with_its_time(simulator, configure, warehouse):
+    big = simulator.add_project(region="cn-north-4", tasks=2_500)
+    small = simulator.add_project(region="ap-southeast-1", tasks=17)
+    empty = simulator.add_project(region="cn-north-4", tasks=0)
+    configure()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    for project_id in (big, small, empty):
+        expected = tasks_by_id(simulator, project_id)
+        got = loaded(warehouse, project_id)
+        assert sorted(got) == sorted(expected)
+        for task_id, (failed_ms, task_time, keypair, valid_to) in got.items():
+            assert failed_ms == int(expected[task_id]["task_time"])
+            assert task_time == expected[task_id]["task_time"]
+            assert keypair == expected[task_id]["keypair_name"]
+            assert valid_to is None
+    regions = dict(
+        query(
+            warehouse, "select project_id, any_value(region) from kps_raw.failed_tasks group by 1"
+        )
+    )
+    assert regions == {big: "cn-north-4", small: "ap-southeast-1"}
+
+
+@pytest.mark.parametrize(
+    ("n", "offsets"),
+    [
+        (0, [0]),
+        (1, [0]),
+        (999, [0]),
+        (1_000, [0, 1_000]),
+        (1_001, [0, 1_000]),
+        (2_500, [0, 1_000, 2_000]),
+    ],
+)
+def test_paging_advances_by_items_and_ends_on_a_short_page(
+    simulator, configure, warehouse, n, offsets
+):
+    project_id = simulator.add_project(tasks=n)
+    configure()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert query(
+        warehouse, "select count(*), count(distinct task_id) from kps_raw.failed_tasks"
+    ) == [(n, n)]
+    requested = [
+        int(path.split("offset=")[1].split("&")[0])
+        for _, path, status in simulator.requests
+        if project_id in path and status == 200
+    ]
+    # The first pass reads these offsets; a long list whose `total` is capped is read twice.
+    assert requested[: len(offsets)] == offsets
+    assert len(requested) == (2 * len(offsets) if n > 1_000 else len(offsets))
+
+
+def test_a_smaller_page_size_pages_further(simulator, configure, warehouse):
+    simulator.add_project(tasks=25)
+    configure(page_size=10)
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert query(
+        warehouse, "select count(distinct task_id), count(*) from kps_raw.failed_tasks"
+    ) == [(25, 25)]
+    assert query(warehouse, "select pages, complete from kps_raw.runs") == [(3, True)]
+
+
+def test_deleted_tasks_are_kept_as_cleared_and_new_ones_are_added(simulator, configure, warehouse):
+    project_id = simulator.add_project(tasks=40)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+
+    gone = simulator.delete_tasks(project_id, n=3)
+    new = simulator.add_tasks(project_id, 2)
+    assert run_cli("run", "--no-transform") == 0
+
+    got = loaded(warehouse, project_id)
+    assert len(got) == 42
+    second_run = started_at(warehouse, 1)
+    assert {t["task_id"] for t in gone} == {k for k, v in got.items() if v[3] is not None}
+    assert all(got[t["task_id"]][3] == second_run for t in gone)
+    assert all(got[t["task_id"]][3] is None for t in new)
+
+
+def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehouse):
+    simulator.add_project(tasks=1_200)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    before = query(warehouse, "select * from kps_raw.failed_tasks order by task_id")
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert query(warehouse, "select * from kps_raw.failed_tasks order by task_id") == before
+    assert query(warehouse, "select count(*) from kps_raw.runs") == [(2,)]
+
+
+def test_a_project_that_now_lists_nothing_has_every_task_cleared(simulator, configure, warehouse):
+    emptied = simulator.add_project(tasks=5)
+    kept = simulator.add_project(tasks=4)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+
+    simulator.delete_tasks(emptied, n=5)
+    assert run_cli("run", "--no-transform") == 0
+
+    second_run = started_at(warehouse, 1)
+    assert {v[3] for v in loaded(warehouse, emptied).values()} == {second_run}
+    assert {v[3] for v in loaded(warehouse, kept).values()} == {None}
+
+
+def test_a_task_that_changes_gets_a_new_version_and_keeps_the_old(simulator, configure, warehouse):
+    project_id = simulator.add_project(tasks=3)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+
+    [task] = simulator.delete_tasks(project_id, n=1)
+    simulator.add_tasks(project_id, [{**task, "task_error_msg": "Update public key error, again"}])
+    assert run_cli("run", "--no-transform") == 0
+
+    versions = query(
+        warehouse,
+        """
+        select task_error_msg, _dlt_valid_to is null from kps_raw.failed_tasks
+        where task_id = ? order by _dlt_valid_from
+        """,
+        [task["task_id"]],
+    )
+    assert versions == [(task["task_error_msg"], False), ("Update public key error, again", True)]
+
+
+def test_a_failed_project_keeps_its_tasks_and_the_run_exits_3(
+    simulator, configure, warehouse, monkeypatch, capsys
+):
+    healthy = simulator.add_project(region="cn-north-4", tasks=6)
+    broken = simulator.add_project(region="cn-north-4", tasks=4)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    simulator.delete_tasks(healthy, n=1)
+    simulator.delete_tasks(broken, n=4)
+    # The same project asked for in the wrong region: the gateway answers 403 APIGW.0310.
+    monkeypatch.setenv(
+        "SOURCES__KPS__PROJECTS", json.dumps({"cn-north-4": [healthy], "cn-east-3": [broken]})
+    )
+    capsys.readouterr()
+
+    assert run_cli("run", "--no-transform", "--log-format", "text") == 3
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"kps-warehouse: project {broken}: 403 APIGW.0310 The project is unavailable."
+        " (cn-east-3; other projects loaded)"
+    ]
+    assert {v[3] for v in loaded(warehouse, broken).values()} == {None}
+    assert sum(v[3] is not None for v in loaded(warehouse, healthy).values()) == 1
+    runs = query(
+        warehouse,
+        "select project_id, status, error from kps_raw.runs where run_id = "
+        "(select max(run_id) from kps_raw.runs) order by status",
+    )
+    assert runs == [
+        (broken, "failed", "403 APIGW.0310 The project is unavailable."),
+        (healthy, "ok", None),
+    ]
+
+
+def test_bad_records_are_quarantined_with_a_reason_and_the_rest_loads(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=3)
+    good = simulator.tasks(project_id)[0]
+    odd = [
+        {**good, "task_id": "new-op", "operate_type": "FAILED_ROTATE", "zone": "az1"},
+        {**good, "task_id": "numeric-time", "task_time": 1523342130000},
+    ]
+    bad = [
+        {k: v for k, v in good.items() if k != "task_id"},
+        {**good, "task_id": "bad-time", "task_time": "yesterday"},
+        {**good, "task_id": "bad-type", "server_id": 42},
+    ]
+    simulator.add_tasks(project_id, odd + bad)
+    configure()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(5,)]
+    assert query(
+        warehouse,
+        """
+        select operate_type, extra_fields, epoch_ms(failed_at) from kps_raw.failed_tasks
+        where task_id in ('new-op', 'numeric-time') order by task_id
+        """,
+    ) == [
+        ("FAILED_ROTATE", '{"zone": "az1"}', int(good["task_time"])),
+        (good["operate_type"], None, 1523342130000),
+    ]
+    rejected = query(
+        warehouse,
+        "select reason, json_extract_string(payload, '$.task_id'), project_id"
+        " from kps_raw.rejected_records order by reason",
+    )
+    assert rejected == [
+        ("server_id is a JSON int, expected a string or null", "bad-type", project_id),
+        ("task_id is missing", None, project_id),
+        ('task_time "yesterday" is not epoch milliseconds', "bad-time", project_id),
+    ]
+    assert query(warehouse, "select tasks_seen, rejected from kps_raw.runs") == [(5, 3)]

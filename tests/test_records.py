@@ -1,0 +1,81 @@
+"""Record checks and the epoch-millisecond conversion, against hand-computed values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipelines.kps.records import TaskBatch, check_record
+
+TASK = {
+    "task_id": "aee8d2fe-5484-4753-9177-5a38dc15546c",
+    "operate_type": "RUNNING_RESET",
+    "task_time": "1523342130000",
+    "task_error_code": None,
+    "task_error_msg": "Update public key error",
+    "server_name": "Test",
+    "server_id": "c9aa197b-a6b6-4c33-b3a6-fa0b4ec50006",
+    "keypair_name": "KeyPair-xt",
+}
+
+
+@pytest.mark.parametrize(
+    ("task_time", "expected"),
+    [
+        # 1523342130000 ms = 1523342130 s = 2018-04-10 06:35:30 UTC (the API page's example).
+        ("1523342130000", datetime(2018, 4, 10, 6, 35, 30, tzinfo=UTC)),
+        (1523342130000, datetime(2018, 4, 10, 6, 35, 30, tzinfo=UTC)),
+        # The last millisecond of a UTC day stays on that day.
+        ("1772409599999", datetime(2026, 3, 1, 23, 59, 59, 999_000, tzinfo=UTC)),
+        ("1772409600000", datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)),
+    ],
+)
+def test_task_time_becomes_failed_at_in_utc_to_the_millisecond(task_time, expected):
+    batch = TaskBatch("p", "cn-north-4", "run-1")
+    batch.add([{**TASK, "task_time": task_time}])
+
+    row = batch.to_arrow().to_pylist()[0]
+
+    assert row["failed_at"] == expected
+    assert row["task_time"] == str(int(task_time))
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ([1, 2], "record is a JSON list, not an object"),
+        ({**TASK, "task_id": None}, "task_id is missing"),
+        ({**TASK, "task_id": ""}, 'task_id "" is not a non-empty string'),
+        ({**TASK, "task_id": 7}, "task_id 7 is not a non-empty string"),
+        (
+            {**TASK, "task_time": "1523342130000.5"},
+            'task_time "1523342130000.5" is not epoch milliseconds',
+        ),
+        ({**TASK, "task_time": True}, "task_time true is not epoch milliseconds"),
+        ({**TASK, "task_time": "12"}, 'task_time "12" is not epoch milliseconds'),
+        ({**TASK, "keypair_name": ["a"]}, "keypair_name is a JSON list, expected a string or null"),
+    ],
+)
+def test_a_record_that_cannot_load_as_is_says_why(record, reason):
+    assert check_record(record) == reason
+
+
+def test_a_task_read_twice_in_a_run_is_one_row_the_later_read_winning():
+    batch = TaskBatch("p", "cn-north-4", "run-1")
+    batch.add([TASK, {**TASK, "task_error_msg": "later"}])
+
+    rows = batch.to_arrow().to_pylist()
+
+    assert [r["task_error_msg"] for r in rows] == ["later"]
+
+
+def test_unknown_fields_are_kept_as_json_and_change_the_version():
+    plain, extended = TaskBatch("p", "r", "1"), TaskBatch("p", "r", "1")
+    plain.add([TASK])
+    extended.add([{**TASK, "zone": "az1", "retries": 2}])
+
+    row = extended.to_arrow().to_pylist()[0]
+
+    assert row["extra_fields"] == '{"retries": 2, "zone": "az1"}'
+    assert row["row_hash"] != plain.to_arrow().to_pylist()[0]["row_hash"]
