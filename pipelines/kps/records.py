@@ -22,6 +22,8 @@ from .settings import (
 )
 
 _TEXT_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("task_id", "task_time"))
+_KNOWN = frozenset(TASK_FIELDS)
+_HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
 
 
 @dataclass(frozen=True)
@@ -102,41 +104,38 @@ class TaskBatch:
 
     def to_arrow(self) -> pa.Table:
         """The rows as a table of FAILED_TASKS_SCHEMA, `failed_at` converted from epoch ms."""
-        columns: dict[str, list[Any]] = {name: [] for name in FAILED_TASKS_SCHEMA.names}
-        millis: list[int] = []
-        for record in self._rows.values():
-            text, ms = parse_task_time(record["task_time"])  # type: ignore[misc]
-            extra = {k: v for k, v in record.items() if k not in TASK_FIELDS}
-            extra_text = to_json(extra) if extra else None
-            values = [record.get(f) for f in _TEXT_FIELDS]
-            columns["task_id"].append(record["task_id"])
-            columns["task_time"].append(text)
-            millis.append(ms)
-            for field, value in zip(_TEXT_FIELDS, values, strict=True):
-                columns[field].append(value)
-            columns["extra_fields"].append(extra_text)
-            columns["row_hash"].append(
-                row_hash(self.project_id, self.region, record["task_id"], text, values, extra_text)
-            )
-        n = len(millis)
+        records = list(self._rows.values())
+        columns: dict[str, list[Any]] = {f: [r.get(f) for r in records] for f in _TEXT_FIELDS}
+        columns["task_id"] = [r["task_id"] for r in records]
+        times = [parse_task_time(r["task_time"]) for r in records]
+        columns["task_time"] = [t[0] for t in times]  # type: ignore[index]
+        columns["extra_fields"] = [extra_fields(r) for r in records]
+        columns["row_hash"] = [
+            row_hash(self.project_id, self.region, values)
+            for values in zip(*(columns[f] for f in _HASHED_FIELDS), strict=True)
+        ]
+        n = len(records)
         columns["project_id"] = [self.project_id] * n
         columns["region"] = [self.region] * n
         columns["run_id"] = [self.run_id] * n
         arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
         # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
-        failed_at = pa.array(millis, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        millis = pa.array([t[1] for t in times], pa.int64())  # type: ignore[index]
+        failed_at = millis.cast(pa.timestamp("ms", tz="UTC"))
         arrays["failed_at"] = failed_at.cast(pa.timestamp("us", tz="UTC"))
         return pa.table([arrays[name] for name in FAILED_TASKS_SCHEMA.names], FAILED_TASKS_SCHEMA)
 
 
-def row_hash(
-    project_id: str,
-    region: str,
-    task_id: str,
-    task_time: str,
-    values: list[Any],
-    extra: str | None,
-) -> str:
+def extra_fields(record: Mapping[str, Any]) -> str | None:
+    """Fields the API added beyond the documented ones, as JSON text; None when there are none."""
+    if len(record) <= len(TASK_FIELDS) and record.keys() <= _KNOWN:
+        return None
+    extra = {k: v for k, v in record.items() if k not in _KNOWN}
+    return to_json(extra) if extra else None
+
+
+def row_hash(project_id: str, region: str, values: Iterable[str | None]) -> str:
     """The identity of one version of a task: any change in what the API says makes a new one."""
-    text = json.dumps([project_id, region, task_id, task_time, values, extra], ensure_ascii=False)
+    # Length-prefixed, so no text (control characters included) can fake a field boundary.
+    text = "".join("-" if v is None else f"{len(v)}:{v}" for v in (project_id, region, *values))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

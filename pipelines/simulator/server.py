@@ -411,7 +411,7 @@ class Simulator:
 
     def _shift(self, project: Project, rng: random.Random) -> None:
         """The list moves between pages: one task appears or one disappears."""
-        if project.tasks and rng.random() < 0.5:
+        if project.ids and rng.random() < 0.5:
             _remove(project, [rng.choice(sorted(project.ids))])
         else:
             # From the project's stream, not the request's: configure() replays request RNGs,
