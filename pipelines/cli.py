@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported late: dlt reads its telemetry and log settings when it is first imported.
     from .kps.client import ConfigError
     from .pipeline import RunError, disable_telemetry
+    from .warehouse import WarehouseBusy
 
     disable_telemetry()
     handlers: dict[str, Callable[[argparse.Namespace, Output], int]] = {
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         out.error(f"configuration: {exc}")
         return USAGE
-    except RunError as exc:
+    except (RunError, WarehouseBusy) as exc:
         out.error(str(exc))
         if args.debug:
             traceback.print_exc()
@@ -158,7 +159,11 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
     from . import pipeline
 
     started = time.monotonic()
-    result = pipeline.run(warehouse=source_args.pop("warehouse", None), **source_args)
+    result = pipeline.run(
+        warehouse=source_args.pop("warehouse", None),
+        transform=not getattr(args, "no_transform", False),
+        **source_args,
+    )
     for p in result.projects:
         note = f" ({p.note})" if p.note else ""
         out.event(
@@ -169,15 +174,17 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
             **vars(p),
         )
     for p in result.failed:
-        rest = "other projects loaded" if result.exit_code == PARTIAL else "no project loaded"
+        rest = (
+            "other projects loaded"
+            if len(result.failed) < len(result.projects)
+            else ("no project loaded")
+        )
         out.error(
             f"project {p.project_id}: {p.error} ({p.region}; {rest})",
             project_id=p.project_id,
             region=p.region,
         )
-    code = result.exit_code
-    if not getattr(args, "no_transform", False) and code != FAILED:
-        code = max(code, transform_and_report(result.warehouse, out))
+    print_transform(result, out)
     ok = len(result.projects) - len(result.failed)
     out.event(
         "summary",
@@ -192,21 +199,18 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
         rejected=sum(p.rejected for p in result.projects),
         seconds=round(time.monotonic() - started, 3),
         warehouse=str(result.warehouse),
-        exit_code=code,
+        exit_code=result.exit_code,
     )
-    return code
+    return result.exit_code
 
 
-def transform_and_report(warehouse: Path, out: Output) -> int:
-    """Builds the models and prints the data tests' verdict; 1 when a test fails."""
-    from . import models
-
-    try:
-        result = models.transform(warehouse)
-    except models.ModelError as exc:
-        out.error(str(exc))
-        return FAILED
-    for test in result.warnings:
+def print_transform(result: Any, out: Output) -> None:
+    """The models' build and the data tests' verdict."""
+    if result.transform_error:
+        out.error(result.transform_error)
+    if result.transform is None:
+        return
+    for test in result.transform.warnings:
         out.event(
             "test_warning",
             f"warning: data test {test.name}: {test.failures} rows, e.g. {test.sample[:2]}",
@@ -214,7 +218,7 @@ def transform_and_report(warehouse: Path, out: Output) -> int:
             failures=test.failures,
             sample=test.sample,
         )
-    for test in result.failed:
+    for test in result.transform.failed:
         out.error(
             f"data test {test.name} failed: {test.failures} rows, e.g. {test.sample[:3]}",
             test=test.name,
@@ -223,20 +227,21 @@ def transform_and_report(warehouse: Path, out: Output) -> int:
         )
     out.event(
         "transform",
-        f"built {len(result.models)} models and ran {len(result.tests)} data tests "
-        f"in {result.seconds:.2f} s",
-        models=len(result.models),
-        tests=len(result.tests),
-        failed=len(result.failed),
-        seconds=round(result.seconds, 3),
+        f"built {len(result.transform.models)} models and ran {len(result.transform.tests)}"
+        f" data tests in {result.transform.seconds:.2f} s",
+        models=len(result.transform.models),
+        tests=len(result.transform.tests),
+        failed=len(result.transform.failed),
+        seconds=round(result.transform.seconds, 3),
     )
-    return FAILED if result.failed else OK
 
 
 def cmd_transform(args: argparse.Namespace, out: Output) -> int:
-    from .pipeline import warehouse_path
+    from . import pipeline
 
-    return transform_and_report(warehouse_path(), out)
+    result = pipeline.transform_only()
+    print_transform(result, out)
+    return result.exit_code
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:

@@ -13,12 +13,15 @@ import duckdb
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from . import models
 from .kps import kps, new_run_id
 from .kps.client import ConfigError
+from .warehouse import Warehouse
 
 PIPELINE_NAME = "kps_warehouse"
 DATASET = "kps_raw"
 DEFAULT_WAREHOUSE = Path("warehouse") / "kps.duckdb"
+DEFAULT_LOCK_WAIT_SECONDS = 30.0
 
 
 class RunError(Exception):
@@ -42,6 +45,8 @@ class RunResult:
     run_id: str
     warehouse: Path
     projects: list[ProjectOutcome] = field(default_factory=list)
+    transform: models.TransformResult | None = None
+    transform_error: str | None = None
 
     @property
     def failed(self) -> list[ProjectOutcome]:
@@ -49,7 +54,9 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 all loaded, 3 some projects failed, 1 all failed."""
+        """0 all loaded, 3 some projects failed, 1 all failed or the models failed."""
+        if self.transform_error or (self.transform and self.transform.failed):
+            return 1
         if not self.failed:
             return 0
         return 1 if len(self.failed) == len(self.projects) else 3
@@ -72,51 +79,94 @@ def pipelines_dir(warehouse: Path) -> Path:
     return Path(value).expanduser().absolute() if value else warehouse.parent / ".dlt"
 
 
+def lock_wait_seconds() -> float:
+    """How long a run waits for another to finish: `kps_warehouse.lock_wait_seconds`."""
+    value = dlt.config.get("kps_warehouse.lock_wait_seconds")
+    try:
+        return DEFAULT_LOCK_WAIT_SECONDS if value is None else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"kps_warehouse.lock_wait_seconds {value!r} is not a number") from None
+
+
 def pipeline_name(warehouse: Path) -> str:
     """One dlt pipeline per warehouse file, so the demo's state never mixes with real runs'."""
     return f"{PIPELINE_NAME}_{warehouse.stem}"
 
 
-def drop_warehouse(warehouse: Path) -> None:
-    """Deletes the warehouse file and its dlt working state: the next run starts from nothing."""
-    warehouse.unlink(missing_ok=True)
-    Path(f"{warehouse}.wal").unlink(missing_ok=True)
-    shutil.rmtree(pipelines_dir(warehouse) / pipeline_name(warehouse), ignore_errors=True)
-
-
-def make_pipeline(warehouse: Path) -> dlt.Pipeline:
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
+def make_pipeline(warehouse: Warehouse) -> dlt.Pipeline:
     return dlt.pipeline(
-        pipeline_name=pipeline_name(warehouse),
-        destination=dlt.destinations.duckdb(str(warehouse)),
+        pipeline_name=pipeline_name(warehouse.path),
+        destination=dlt.destinations.duckdb(str(warehouse.writer)),
         dataset_name=DATASET,
-        pipelines_dir=str(pipelines_dir(warehouse)),
+        pipelines_dir=str(pipelines_dir(warehouse.path)),
     )
 
 
-def run(warehouse: Path | None = None, **source_args: Any) -> RunResult:
-    """Extracts every configured project, loads it and returns what happened per project.
+def drop_warehouse(path: Path) -> None:
+    """Deletes the warehouse, its writer copy and dlt's state: the next run starts from nothing."""
+    warehouse = Warehouse(path)
+    with warehouse.locked(lock_wait_seconds()):
+        warehouse.drop()
+        shutil.rmtree(pipelines_dir(path) / pipeline_name(path), ignore_errors=True)
+
+
+def run(warehouse: Path | None = None, *, transform: bool = True, **source_args: Any) -> RunResult:
+    """Extracts every configured project, loads it, builds the models, publishes the warehouse.
 
     `source_args` override configuration (the demo passes the simulator's endpoint this way).
     Raises ConfigError for settings that cannot work and RunError when nothing could be loaded.
     """
-    warehouse = warehouse or warehouse_path()
+    target = Warehouse(warehouse or warehouse_path())
     run_id = new_run_id()
+    with target.writing(lock_wait_seconds()) as writer:
+        pipeline = make_pipeline(target)
+        finish_pending_load(pipeline)
+        try:
+            source = kps(run_id=run_id, **source_args)
+        except ConfigurationException as exc:
+            raise ConfigError(config_message(exc)) from exc
+        try:
+            pipeline.run(source, loader_file_format="parquet")
+        except PipelineStepFailed as exc:
+            raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+        result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
+        if transform:
+            build_models(writer, result)
+    return result
+
+
+def transform_only(warehouse: Path | None = None) -> RunResult:
+    """Rebuilds the models and runs the data tests, then publishes."""
+    target = Warehouse(warehouse or warehouse_path())
+    result = RunResult("", target.path)
+    with target.writing(lock_wait_seconds()) as writer:
+        if not writer.exists():
+            raise RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
+        build_models(writer, result)
+    return result
+
+
+def build_models(database: Path, result: RunResult) -> None:
     try:
-        source = kps(run_id=run_id, **source_args)
-    except ConfigurationException as exc:
-        raise ConfigError(config_message(exc)) from exc
-    pipeline = make_pipeline(warehouse)
+        result.transform = models.transform(database)
+    except models.ModelError as exc:
+        result.transform_error = str(exc)
+
+
+def finish_pending_load(pipeline: dlt.Pipeline) -> None:
+    """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
-        pipeline.run(source, loader_file_format="parquet")
+        if pipeline.list_extracted_load_packages():
+            pipeline.normalize(loader_file_format="parquet")
+        if pipeline.list_normalized_load_packages():
+            pipeline.load()
     except PipelineStepFailed as exc:
-        raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
-    return RunResult(run_id, warehouse, read_outcomes(warehouse, run_id))
+        raise RunError(f"finishing the previous run's load failed: {root_cause(exc)}") from exc
 
 
-def read_outcomes(warehouse: Path, run_id: str) -> list[ProjectOutcome]:
+def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:
     """This run's rows of kps_raw.runs: the warehouse, not memory, says what was loaded."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with duckdb.connect(str(database), read_only=True) as con:
         rows = con.execute(
             """
             select project_id, region, status, tasks_seen, rejected, complete, error, note
