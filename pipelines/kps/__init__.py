@@ -12,7 +12,8 @@ from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
-from .client import ConfigError, KpsClient, Project, ProjectRead, TokenAuth
+from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
+from .client import ConfigError, KpsClient, Project, ProjectRead, is_loopback
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -27,16 +28,35 @@ __all__ = ["KpsCredentials", "Project", "kps", "projects_from_config", "read_all
 
 @configspec
 class KpsCredentials(CredentialsConfiguration):
-    """`sources.kps.credentials`: a ready IAM token."""
+    """`sources.kps.credentials`: a ready token, an IAM password, or an AK/SK pair."""
 
     auth_token: TSecretStrValue | None = None
+    user_name: str | None = None
+    password: TSecretStrValue | None = None
+    domain_name: str | None = None
+    iam_endpoint: str = DEFAULT_IAM_ENDPOINT
+    access_key: str | None = None
+    secret_key: TSecretStrValue | None = None
+    security_token: TSecretStrValue | None = None
 
-    def on_resolved(self) -> None:
-        if not self.auth_token:
-            raise ConfigError(
-                "no credentials: set sources.kps.credentials.auth_token"
-                " (or SOURCES__KPS__CREDENTIALS__AUTH_TOKEN)"
-            )
+    def to_auth(self) -> Auth:
+        """The first complete kind of credentials: token, then password, then AK/SK."""
+        if self.auth_token:
+            return TokenAuth(self.auth_token)
+        if self.user_name and self.password and self.domain_name:
+            if not self.iam_endpoint.startswith("https://") and not is_loopback(self.iam_endpoint):
+                raise ConfigError(
+                    f"sources.kps.credentials.iam_endpoint {self.iam_endpoint!r}:"
+                    " passwords go only over https"
+                )
+            return PasswordAuth(self.user_name, self.password, self.domain_name, self.iam_endpoint)
+        if self.access_key and self.secret_key:
+            return AkSkAuth(self.access_key, self.secret_key, self.security_token)
+        raise ConfigError(
+            "no credentials: set sources.kps.credentials.auth_token, or user_name, password and"
+            " domain_name, or access_key and secret_key (or their SOURCES__KPS__CREDENTIALS__*"
+            " environment variables)"
+        )
 
 
 def projects_from_config(
@@ -90,7 +110,7 @@ def kps(
     wanted = projects_from_config(project_ids, region, projects)
     client = KpsClient(
         endpoint,
-        TokenAuth(credentials.auth_token),
+        credentials.to_auth(),
         page_size=page_size,
         concurrency=concurrency,
         max_retries=max_retries,

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .auth import Auth, AuthError, canonical_query
 from .records import TaskBatch
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -71,26 +72,6 @@ class Project:
             )
         if not isinstance(self.region, str) or not _REGION.match(self.region):
             raise ConfigError(f"region {self.region!r} is not a region name like 'cn-north-4'")
-
-
-class Auth(Protocol):
-    """Adds credentials to a prepared request."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest: ...
-
-
-@dataclass(frozen=True)
-class TokenAuth:
-    """A ready IAM token in `X-Auth-Token`."""
-
-    token: str
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["X-Auth-Token"] = self.token
-        return request
-
-    def __repr__(self) -> str:  # never show the token
-        return "TokenAuth(token=***)"
 
 
 @dataclass
@@ -195,21 +176,35 @@ class KpsClient:
         return base + FAILED_TASKS_PATH.format(project_id=project.project_id)
 
     def get_page(self, project: Project, offset: int, read: ProjectRead) -> Page:
-        """One page; raises KpsApiError for an error status, KpsResponseError for a bad body."""
-        params = {"limit": self.page_size, "offset": offset}
+        """One page; raises KpsApiError for an error status, KpsResponseError for a bad body.
+
+        A 401 saying the token expired is retried once with fresh credentials, where the kind
+        of credentials can get fresh ones.
+        """
+        url = (
+            self.url(project)
+            + "?"
+            + canonical_query([("limit", str(self.page_size)), ("offset", str(offset))])
+        )
+        response = self._get(project, url, read)
+        if _expired(response) and self.auth.refresh(project.project_id):
+            response = self._get(project, url, read)
+        with self._count_lock:
+            read.pages += 1
+        return parse_page(response, offset)
+
+    def _get(self, project: Project, url: str, read: ProjectRead) -> requests.Response:
         with self._slots:
             try:
-                response = self.session.get(
-                    self.url(project), params=params, auth=self.auth, timeout=self.timeout
-                )
+                auth = self.auth.for_project(project.project_id, project.region)
+                return self.session.get(url, auth=auth, timeout=self.timeout)
+            except AuthError as exc:
+                raise KpsError(str(exc)) from None
             except requests.RequestException as exc:
                 raise KpsError(f"request failed: {type(exc).__name__}: {_first_line(exc)}") from exc
             finally:
                 with self._count_lock:
                     read.requests += 1
-        with self._count_lock:
-            read.pages += 1
-        return parse_page(response, offset)
 
     def read_project(
         self, project: Project, run_id: str, on_page: Callable[[Project, int], None] | None = None
@@ -356,6 +351,10 @@ def api_error(response: requests.Response) -> KpsApiError:
             response.status_code, str(body.get("error_code")), str(body.get("error_msg", ""))
         )
     return KpsApiError(response.status_code, "HTTP", response.reason or "error")
+
+
+def _expired(response: requests.Response) -> bool:
+    return response.status_code == 401 and api_error(response).error_code == "APIGW.0307"
 
 
 def _first_line(value: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import hmac
 import json
 import random
 import re
@@ -25,6 +26,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from pipelines.kps.auth import SDK_DATE_FORMAT, SIGNING_ALGORITHM, sign
 from pipelines.simulator.data import (
     DAY_MS,
     Pool,
@@ -53,6 +55,9 @@ BAD_BODIES = frozenset(
 )
 # task_time as a JSON number is valid per the project's rules; the others are not.
 MALFORMATIONS = ("missing_task_id", "task_time_not_a_time", "server_id_number", "task_time_number")
+MAX_SIGNING_SKEW = timedelta(minutes=15)
+AK_MAX_FAILURES = 5  # failed signatures in a row that lock an AK
+AK_LOCK_SECONDS = 300
 ANY_REGION = "*"  # scope of the constructor's token: every project, every region
 UNSCOPED = ""  # scope of an IAM token asked for without a project
 
@@ -182,6 +187,8 @@ class Simulator:
         self._projects: dict[str, Project] = {}
         self._tokens: dict[str, str] = {token: ANY_REGION}  # token -> region it works in
         self._expired: set[str] = set()
+        self._access_keys: dict[str, str] = {}
+        self._ak_failures: dict[str, tuple[int, float]] = {}  # AK -> (failures, locked until)
         self._faults = Faults()
         self._attempts: dict[str, int] = {}
         self._in_flight = 0
@@ -303,6 +310,11 @@ class Simulator:
         with self._lock:
             self.iam_users[(domain, name)] = password
 
+    def add_access_key(self, access_key: str, secret_key: str) -> None:
+        """An AK/SK pair whose SDK-HMAC-SHA256 signatures the gateway accepts."""
+        with self._lock:
+            self._access_keys[access_key] = secret_key
+
     def expire_token(self, token: str | None = None) -> None:
         """Make this token (default: every valid token) answer 401 APIGW.0307."""
         with self._lock:
@@ -381,7 +393,7 @@ class Simulator:
         faults = self._faults
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
-        scope = self._token_scope(headers)
+        scope = self._token_scope(headers, parts.geturl())
         project_region = self._project_region(project_id, region)
         if scope not in (ANY_REGION, project_region):
             raise ApiError(401, "APIGW.0307", "The token must be updated.")
@@ -447,7 +459,10 @@ class Simulator:
 
     # helpers that read or change state; callers hold no lock unless said
 
-    def _token_scope(self, headers: dict[str, str]) -> str:
+    def _token_scope(self, headers: dict[str, str], target: str = "") -> str:
+        authorization = headers.get("authorization", "")
+        if authorization.startswith(SIGNING_ALGORITHM + " "):
+            return self._verify_signature(authorization, target, headers)
         token = headers.get("x-auth-token")
         if not token:
             raise bad_credentials("the X-Auth-Token header is missing.")
@@ -458,6 +473,45 @@ class Simulator:
         if scope is None:
             raise bad_credentials("decrypt token fail.")
         return scope
+
+    def _verify_signature(self, authorization: str, target: str, headers: dict[str, str]) -> str:
+        """Checks an SDK-HMAC-SHA256 signature as the gateway does, locking an AK for five
+        minutes after five failures in a row."""
+        fields = dict(
+            part.strip().partition("=")[::2]
+            for part in authorization.removeprefix(SIGNING_ALGORITHM).split(",")
+        )
+        access_key = fields.get("Access", "")
+        with self._lock:
+            secret_key = self._access_keys.get(access_key)
+            failures, locked_until = self._ak_failures.get(access_key, (0, 0.0))
+        if time.monotonic() < locked_until:
+            raise bad_credentials("the access key is locked after 5 failed signatures.")
+        try:
+            signed_at = datetime.strptime(headers.get("x-sdk-date", ""), SDK_DATE_FORMAT)
+            signed_at = signed_at.replace(tzinfo=UTC)
+        except ValueError:
+            signed_at = None
+        names = fields.get("SignedHeaders", "").split(";")
+        expected = ""
+        if secret_key is not None and signed_at is not None:
+            signed_headers = {
+                n: headers.get(n, "") for n in names if n not in ("host", "x-sdk-date")
+            }
+            url = f"http://{headers.get('host', '')}{target}"
+            expected = sign("GET", url, signed_headers, access_key, secret_key, signed_at)
+        fresh = signed_at is not None and abs(datetime.now(UTC) - signed_at) <= MAX_SIGNING_SKEW
+        if not (
+            fresh and expected and hmac.compare_digest(expected["Authorization"], authorization)
+        ):
+            with self._lock:
+                failures += 1
+                lock = time.monotonic() + AK_LOCK_SECONDS if failures >= AK_MAX_FAILURES else 0.0
+                self._ak_failures[access_key] = (0 if lock else failures, lock)
+            raise bad_credentials("verify aksk signature fail.")
+        with self._lock:
+            self._ak_failures.pop(access_key, None)
+        return ANY_REGION
 
     def _project_region(self, project_id: str, region: str | None) -> str:
         with self._lock:
