@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from .auth import Auth, AuthError, canonical_query
@@ -34,6 +35,8 @@ from .settings import (
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_BACKOFF_SECONDS = 30.0
+WHOLE, UNCONFIRMED, UNTRUSTED = "whole", "unconfirmed", "untrusted"
 
 
 class KpsError(Exception):
@@ -112,9 +115,21 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+class BoundedRetry(Retry):
+    """urllib3's Retry, but a `Retry-After` longer than the backoff cap waits only the cap."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:
+            return None  # a malformed Retry-After falls back to our own backoff
+        return None if seconds is None else min(seconds, self.backoff_max)
+
+
 def make_session(max_retries: int, backoff_seconds: float, concurrency: int) -> requests.Session:
-    """A session that retries throttling, server errors and dropped connections with backoff."""
-    retry = Retry(
+    """A session that retries throttling, server errors and dropped connections with backoff
+    and jitter, honouring `Retry-After`; never 401/403, which no retry can mend."""
+    retry = BoundedRetry(
         total=max_retries,
         connect=max_retries,
         read=max_retries,
@@ -123,7 +138,7 @@ def make_session(max_retries: int, backoff_seconds: float, concurrency: int) -> 
         allowed_methods=frozenset({"GET"}),
         status_forcelist=RETRY_STATUSES,
         backoff_factor=backoff_seconds,
-        backoff_max=30.0,
+        backoff_max=MAX_BACKOFF_SECONDS,
         backoff_jitter=backoff_seconds / 2,
         respect_retry_after_header=True,
         raise_on_status=False,
@@ -191,7 +206,7 @@ class KpsClient:
             response = self._get(project, url, read)
         with self._count_lock:
             read.pages += 1
-        return parse_page(response, offset)
+        return parse_page(response, offset, self.page_size)
 
     def _get(self, project: Project, url: str, read: ProjectRead) -> requests.Response:
         with self._slots:
@@ -209,7 +224,11 @@ class KpsClient:
     def read_project(
         self, project: Project, run_id: str, on_page: Callable[[Project, int], None] | None = None
     ) -> ProjectRead:
-        """Every task of a project, re-reading while the list shifts; never raises KpsError."""
+        """Every task of a project, re-reading while the list shifts; never raises KpsError.
+
+        `complete` is set only when a pass proves itself whole or two passes agree: only then
+        may tasks missing from the read be cleared.
+        """
         read = ProjectRead(
             project, TaskBatch(project.project_id, project.region, run_id), time.time()
         )
@@ -217,26 +236,21 @@ class KpsClient:
         try:
             while read.passes < self.max_passes:
                 read.passes += 1
-                ids, consistent = self._one_pass(project, read, on_page)
-                if read.hit_offset_ceiling:
-                    read.notes.append(
-                        f"the API's offset ceiling ({MAX_OFFSET}) was reached: tasks past it"
-                        " cannot be read, so nothing was cleared"
-                    )
+                ids, verdict = self._one_pass(project, read, on_page)
+                if verdict == UNTRUSTED:
                     break
-                if consistent or ids == previous_ids:
+                if verdict == WHOLE or ids == previous_ids:
                     read.complete = True
                     break
                 if previous_ids is not None:
                     read.notes.append(
-                        f"list shifted between passes {read.passes - 1} and {read.passes}"
+                        f"list changed between passes {read.passes - 1} and {read.passes}"
                     )
                 previous_ids = ids
-            if not read.complete and not read.hit_offset_ceiling:
-                read.notes.append(
-                    f"list kept shifting for {read.passes} passes: kept every task read,"
-                    " cleared nothing"
-                )
+            else:
+                read.notes.append(f"list kept shifting for {read.passes} passes")
+            if not read.complete:
+                read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
         read.finished_at = time.time()
@@ -244,32 +258,39 @@ class KpsClient:
 
     def _one_pass(
         self, project: Project, read: ProjectRead, on_page: Callable[[Project, int], None] | None
-    ) -> tuple[frozenset[str], bool]:
-        """Reads the list once; returns its task ids and whether the pass proves itself whole.
+    ) -> tuple[frozenset[str], str]:
+        """Reads the list once; returns its task ids and a verdict on the pass.
 
-        A pass that does not (a long list with an inexact `total`, or signs of a shift) is
-        confirmed by the next pass reading the same ids.
+        WHOLE: the pages agree with each other and with `total`. UNCONFIRMED: a long list with an
+        inexact `total` (deletions between its pages would go unseen), or signs of a shift; the
+        next pass must read the same ids. UNTRUSTED: the API broke its own paging (ids repeated
+        within one page, the offset ceiling reached): no number of passes can prove it whole.
         """
         pages = list(self._pages(project, read))
         ids: list[str] = []
+        verdict = WHOLE
         for page in pages:
             read.batch.add(page.records)
-            ids.extend(r["task_id"] for r in page.records if isinstance(r, dict) and "task_id" in r)
+            page_ids = [r.get("task_id") for r in page.records if isinstance(r, dict)]
+            page_ids = [i for i in page_ids if isinstance(i, str)]
+            if len(set(page_ids)) != len(page_ids):
+                read.notes.append(f"the page at offset {page.offset} repeats task ids")
+                verdict = UNTRUSTED
+            ids.extend(page_ids)
             if on_page:
                 on_page(project, len(page.records))
-        id_set = frozenset(i for i in ids if isinstance(i, str))
+        if read.hit_offset_ceiling:
+            read.notes.append(f"the API's offset ceiling ({MAX_OFFSET}) was reached")
+            verdict = UNTRUSTED
+        id_set = frozenset(ids)
         totals = {page.total for page in pages}
-        non_empty = sum(1 for page in pages if page.records)
-        if len(id_set) != len(ids) or len(totals) > 1:
+        if verdict == WHOLE and (len(id_set) != len(ids) or len(totals) > 1):
             read.notes.append(f"list shifted during pass {read.passes}")
-        consistent = (
-            len(id_set) == len(ids)
-            and len(totals) == 1
-            # Deletions between pages of a long list go unseen when `total` is capped or
-            # inexact; only then does a pass need a second one to agree with it.
-            and (non_empty <= 1 or totals == {len(ids)})
-        )
-        return id_set, consistent
+            verdict = UNCONFIRMED
+        non_empty = sum(1 for page in pages if page.records)
+        if verdict == WHOLE and non_empty > 1 and totals != {len(ids)}:
+            verdict = UNCONFIRMED
+        return id_set, verdict
 
     def _pages(self, project: Project, read: ProjectRead) -> Iterator[Page]:
         """Pages in offset order: the first, then those `total` announces in parallel, then
@@ -317,7 +338,7 @@ class KpsClient:
                 yield future.result()
 
 
-def parse_page(response: requests.Response, offset: int) -> Page:
+def parse_page(response: requests.Response, offset: int, limit: int) -> Page:
     """Checks the status and the shape of a FailedTasks page."""
     if response.status_code != 200:
         raise api_error(response)
@@ -334,6 +355,11 @@ def parse_page(response: requests.Response, offset: int) -> Page:
     if not isinstance(tasks, list):
         state = "missing" if tasks is None else f"a JSON {type(tasks).__name__}"
         raise KpsResponseError(f"{where}: 'tasks' is {state}, not a list")
+    if len(tasks) > limit:
+        raise KpsResponseError(
+            f"{where} holds {len(tasks)} tasks, more than the limit of {limit}: paging cannot"
+            " be trusted"
+        )
     total = body.get("total")
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         total = None  # only a hint: a missing or impossible total plans nothing
