@@ -310,6 +310,11 @@ class Simulator:
         with self._lock:
             self.iam_users[(domain, name)] = password
 
+    def add_token(self, token: str) -> None:
+        """Another token the gateway accepts for every project, like the constructor's."""
+        with self._lock:
+            self._tokens[token] = ANY_REGION
+
     def add_access_key(self, access_key: str, secret_key: str) -> None:
         """An AK/SK pair whose SDK-HMAC-SHA256 signatures the gateway accepts."""
         with self._lock:

@@ -1,0 +1,180 @@
+"""Crashes, overlapping runs, readers during a run, and secrets: real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from .conftest import query
+
+CLI = str(Path(sys.executable).parent / "kps-warehouse")
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [CLI, "run", "--no-transform", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def snapshot(warehouse: Path) -> list[tuple]:
+    if not warehouse.exists():
+        return []
+    return query(
+        warehouse,
+        "select project_id, task_id, row_hash, _dlt_valid_from, _dlt_valid_to"
+        " from kps_raw.failed_tasks order by all",
+    )
+
+
+def wait_for_requests(simulator, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(simulator.requests) < n:
+        assert time.monotonic() < deadline, "the run never reached the simulator"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("delay_after_extract", [None, 0.0, 0.15, 0.4, 0.8])
+def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes(
+    simulator, configure, warehouse, delay_after_extract
+):
+    projects = [simulator.add_project(tasks=n) for n in (20_000, 15_000, 5)]
+    configure()
+    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    before = snapshot(warehouse)
+    for project_id in projects:
+        simulator.delete_tasks(project_id, n=2)
+        simulator.add_tasks(project_id, 3)
+    simulator.reset_counters()
+
+    run = start_run()
+    if delay_after_extract is None:
+        wait_for_requests(simulator, 3)  # killed in the middle of extraction
+    else:
+        wait_for_requests(simulator, 2 * 21 + 1)  # every page of every pass was read
+        time.sleep(delay_after_extract)  # ... then somewhere in normalize, load or publish
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+
+    assert snapshot(warehouse) == before or len(snapshot(warehouse)) == len(before) + 9
+    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    rows = query(
+        warehouse,
+        "select project_id, task_id from kps_raw.failed_tasks where _dlt_valid_to is null",
+    )
+    assert sorted(rows) == sorted((p, t["task_id"]) for p in projects for t in simulator.tasks(p))
+    counts = query(
+        warehouse,
+        "select count(*), count(distinct (project_id, task_id)) from kps_raw.failed_tasks",
+    )
+    assert counts == [(len(before) + 9, len(before) + 9)]
+    assert query(
+        warehouse, "select count(*) from kps_raw.failed_tasks where _dlt_valid_to is not null"
+    ) == [(6,)]
+
+
+def test_an_overlapping_run_waits_then_exits_with_a_clear_message(
+    simulator, configure, warehouse, monkeypatch
+):
+    simulator.add_project(tasks=50)
+    configure(page_size=10)
+    simulator.configure(latency_ms=300)
+    monkeypatch.setenv("KPS_WAREHOUSE__LOCK_WAIT_SECONDS", "0.5")
+    first = start_run()
+    wait_for_requests(simulator, 1)
+
+    second = subprocess.run(
+        [CLI, "run", "--no-transform", "--log-format", "text"], capture_output=True, text=True
+    )
+
+    assert second.returncode == 1
+    assert second.stderr.startswith(f"kps-warehouse: warehouse {warehouse} is busy: run pid ")
+    assert second.stderr.strip().endswith("(waited 0.5 s; kps_warehouse.lock_wait_seconds)")
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.wait(timeout=60) == 0
+
+
+def test_a_reader_holding_the_warehouse_neither_fails_a_run_nor_is_broken_by_it(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=40)
+    configure()
+    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    simulator.add_tasks(project_id, 5)
+
+    with duckdb.connect(str(warehouse), read_only=True) as analyst:
+        run = subprocess.run([CLI, "run", "--no-transform"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        # The analyst's open connection still reads the warehouse as it was when opened.
+        assert analyst.execute("select count(*) from kps_raw.failed_tasks").fetchone() == (40,)
+
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(45,)]
+
+
+SECRETS = {
+    "SOURCES__KPS__CREDENTIALS__AUTH_TOKEN": "tok-SECRET-5f1d9c2e",
+    "SOURCES__KPS__CREDENTIALS__PASSWORD": "pw-SECRET-8a7b6c",
+    "SOURCES__KPS__CREDENTIALS__SECRET_KEY": "sk-SECRET-4e3d2c",
+}
+
+
+@pytest.mark.parametrize("kind", ["token", "password", "ak_sk"])
+def test_no_secret_reaches_output_logs_state_or_the_warehouse(
+    simulator, configure, warehouse, monkeypatch, tmp_path, kind
+):
+    simulator.add_project(tasks=25)
+    configure()
+    monkeypatch.delenv("SOURCES__KPS__CREDENTIALS__AUTH_TOKEN")
+    if kind == "token":
+        secret = SECRETS["SOURCES__KPS__CREDENTIALS__AUTH_TOKEN"]
+        simulator.add_token(secret)
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__AUTH_TOKEN", secret)
+    elif kind == "password":
+        secret = SECRETS["SOURCES__KPS__CREDENTIALS__PASSWORD"]
+        simulator.add_iam_user("ops", secret, "acme")
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__USER_NAME", "ops")
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__DOMAIN_NAME", "acme")
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__IAM_ENDPOINT", simulator.url)
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__PASSWORD", secret)
+    else:
+        secret = SECRETS["SOURCES__KPS__CREDENTIALS__SECRET_KEY"]
+        simulator.add_access_key("AKSECRETTEST", secret)
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__ACCESS_KEY", "AKSECRETTEST")
+        monkeypatch.setenv("SOURCES__KPS__CREDENTIALS__SECRET_KEY", secret)
+
+    ok = subprocess.run([CLI, "--debug", "run"], capture_output=True, text=True)
+    failed = subprocess.run(
+        [CLI, "--debug", "run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SOURCES__KPS__PAGE_SIZE": "0"},
+    )
+
+    assert ok.returncode == 0, ok.stderr
+    assert failed.returncode == 2
+    for stream in (ok.stdout, ok.stderr, failed.stdout, failed.stderr):
+        assert secret not in stream
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".duckdb" for p in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        columns = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns"
+            " where data_type = 'VARCHAR'"
+        ).fetchall()
+        for schema, table, column in columns:
+            hits = con.execute(
+                f'select count(*) from "{schema}"."{table}" where "{column}" like ?',
+                [f"%{secret}%"],
+            ).fetchone()
+            assert hits == (0,), (schema, table, column)
