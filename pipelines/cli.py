@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -61,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="json: one JSON object per line (the default when no terminal is attached)",
     )
     run.add_argument("--no-transform", action="store_true", help="load only; skip the models")
+    run.add_argument(
+        "--project", action="append", dest="projects", metavar="ID", help="only this project"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="page the API and print counts; write nothing"
+    )
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the raw tables from the API: loses the history the API no longer has",
+    )
+    run.add_argument("--yes", action="store_true", help="confirm --full-refresh without asking")
 
     demo = commands.add_parser(
         "demo", help="run against a simulator started on loopback, then write the report"
@@ -91,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--shift-rate", type=float, default=0.0, help="list shifts per page")
     simulate.add_argument("--malformed-rate", type=float, default=0.0, help="bad records share")
 
-    commands.add_parser("status", help="the last runs per project and the warehouse's freshness")
+    status = commands.add_parser(
+        "status", help="the last runs per project and the warehouse's freshness"
+    )
+    status.add_argument(
+        "--max-age",
+        type=_age,
+        metavar="AGE",
+        help="exit 1 when the last successful load is older than AGE (e.g. 90m, 6h, 2d)",
+    )
     return parser
 
 
@@ -103,6 +124,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
     return value
+
+
+def _age(text: str) -> float:
+    """'90m', '6h', '2d' or plain seconds → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90m, 6h or 2d") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive age")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,25 +193,39 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
     from . import pipeline
 
     started = time.monotonic()
-    result = pipeline.run(
-        warehouse=source_args.pop("warehouse", None),
-        transform=not getattr(args, "no_transform", False),
-        **source_args,
-    )
-    for p in result.projects:
-        note = f" ({p.note})" if p.note else ""
+    if getattr(args, "projects", None):
+        source_args["only"] = args.projects
+    progress = Progress(enabled=not out.json_lines and sys.stderr.isatty())
+    source_args["on_page"] = progress.page
+    if getattr(args, "dry_run", False):
+        outcomes = pipeline.dry_run(**source_args)
+        progress.done()
+        for p in outcomes:
+            out.event("project", project_line(p), dry_run=True, **vars(p))
         out.event(
-            "project",
-            f"{p.status:6} {p.region:16} {p.project_id}  {p.tasks_seen} tasks, "
-            f"{p.rejected} rejected{note}",
-            run_id=result.run_id,
-            **vars(p),
+            "summary",
+            f"dry run: {sum(p.tasks_seen for p in outcomes)} tasks listed in"
+            f" {len(outcomes)} projects; nothing written",
+            dry_run=True,
+            tasks_seen=sum(p.tasks_seen for p in outcomes),
         )
+        return PARTIAL if any(p.status != "ok" for p in outcomes) else OK
+    warehouse = source_args.pop("warehouse", None)
+    if getattr(args, "full_refresh", False):
+        if not confirm_full_refresh(args, out):
+            return USAGE
+        pipeline.drop_warehouse(warehouse or pipeline.warehouse_path())
+    result = pipeline.run(
+        warehouse=warehouse, transform=not getattr(args, "no_transform", False), **source_args
+    )
+    progress.done()
+    for p in result.projects:
+        out.event("project", project_line(p), run_id=result.run_id, **vars(p))
     for p in result.failed:
         rest = (
-            "other projects loaded"
-            if len(result.failed) < len(result.projects)
-            else ("no project loaded")
+            "no project loaded"
+            if len(result.failed) == len(result.projects)
+            else ("other projects loaded")
         )
         out.error(
             f"project {p.project_id}: {p.error} ({p.region}; {rest})",
@@ -185,23 +233,84 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
             region=p.region,
         )
     print_transform(result, out)
+    totals = {
+        key: sum(getattr(p, key) for p in result.projects)
+        for key in ("tasks_seen", "new_versions", "cleared", "rejected")
+    }
     ok = len(result.projects) - len(result.failed)
     out.event(
         "summary",
-        f"run {result.run_id}: {ok} of {len(result.projects)} projects loaded, "
-        f"{sum(p.tasks_seen for p in result.projects)} tasks seen, "
-        f"{sum(p.rejected for p in result.projects)} rejected, "
-        f"{time.monotonic() - started:.1f} s; warehouse {result.warehouse}",
+        f"run {result.run_id}: {ok} of {len(result.projects)} projects loaded;"
+        f" {totals['tasks_seen']} tasks seen, {totals['new_versions']} new or changed,"
+        f" {totals['cleared']} cleared, {totals['rejected']} rejected;"
+        f" {time.monotonic() - started:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+        + f")\nwarehouse: {result.warehouse}",
         run_id=result.run_id,
         projects_ok=ok,
         projects_failed=len(result.failed),
-        tasks_seen=sum(p.tasks_seen for p in result.projects),
-        rejected=sum(p.rejected for p in result.projects),
+        **totals,
         seconds=round(time.monotonic() - started, 3),
+        phase_seconds=result.seconds,
         warehouse=str(result.warehouse),
         exit_code=result.exit_code,
     )
     return result.exit_code
+
+
+def project_line(p: Any) -> str:
+    """One row of the closing table: status, region, project, counts, and any note."""
+    note = f"  ({p.note})" if p.note else ""
+    return (
+        f"{p.status:6} {p.region:15} {p.project_id}  {p.tasks_seen:>7} tasks"
+        f" {p.new_versions:>6} new {p.cleared:>6} cleared {p.rejected:>5} rejected{note}"
+    )
+
+
+def confirm_full_refresh(args: argparse.Namespace, out: Output) -> bool:
+    warning = (
+        "--full-refresh deletes the warehouse and rebuilds it from what the API lists now:"
+        " the history of tasks the API no longer lists is lost"
+    )
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        out.error(f"{warning}; add --yes to confirm")
+        return False
+    answer = input(f"{warning}. Continue? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+class Progress:
+    """Pages and rows read so far, redrawn on one terminal line while a run extracts."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.pages = self.rows = 0
+        self.projects: set[str] = set()
+        self.started = self.drawn = time.monotonic()
+        self._lock = threading.Lock()
+
+    def page(self, project: Any, rows: int) -> None:
+        with self._lock:
+            self.pages += 1
+            self.rows += rows
+            self.projects.add(project.project_id)
+            now = time.monotonic()
+            if self.enabled and now - self.drawn >= 0.2:
+                self.drawn = now
+                rate = self.rows / max(now - self.started, 1e-9)
+                print(
+                    f"\rreading: {len(self.projects)} projects, {self.pages} pages,"
+                    f" {self.rows:,} rows, {rate:,.0f} rows/s ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def done(self) -> None:
+        if self.enabled and self.pages:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def print_transform(result: Any, out: Output) -> None:
@@ -315,8 +424,17 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .pipeline import warehouse_path
 
     report = status.read(warehouse_path())
-    for line in report.lines():
-        out.event("status", line)
+    for line, fields in report.lines():
+        out.event("status", line, **fields)
+    if args.max_age is not None and report.age_seconds() > args.max_age:
+        age = report.age_seconds()
+        out.error(
+            f"warehouse {report.warehouse} is stale: last successful load "
+            + (f"{age / 3600:.1f} h ago" if age != float("inf") else "never")
+            + f" (max age {args.max_age / 3600:g} h)",
+            age_seconds=None if age == float("inf") else round(age),
+        )
+        return FAILED
     return OK
 
 

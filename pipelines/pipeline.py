@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,8 @@ class ProjectOutcome:
     complete: bool
     error: str | None
     note: str | None
+    new_versions: int = 0
+    cleared: int = 0
 
 
 @dataclass
@@ -47,6 +52,7 @@ class RunResult:
     projects: list[ProjectOutcome] = field(default_factory=list)
     transform: models.TransformResult | None = None
     transform_error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[ProjectOutcome]:
@@ -118,21 +124,74 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
     """
     target = Warehouse(warehouse or warehouse_path())
     run_id = new_run_id()
+    clock = Phases()
     with target.writing(lock_wait_seconds()) as writer:
         pipeline = make_pipeline(target)
         finish_pending_load(pipeline)
-        try:
-            source = kps(run_id=run_id, **source_args)
-        except ConfigurationException as exc:
-            raise ConfigError(config_message(exc)) from exc
-        try:
-            pipeline.run(source, loader_file_format="parquet")
-        except PipelineStepFailed as exc:
-            raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+        with clock("extract"):
+            source = make_source(run_id=run_id, **source_args)
+        with clock("load"):
+            try:
+                pipeline.run(source, loader_file_format="parquet")
+            except PipelineStepFailed as exc:
+                raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
         result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
         if transform:
-            build_models(writer, result)
+            with clock("transform"):
+                build_models(writer, result)
+        clock.start("publish")
+    clock.stop()
+    result.seconds = clock.seconds
     return result
+
+
+def dry_run(**source_args: Any) -> list[ProjectOutcome]:
+    """Pages the API exactly as a run would and counts, writing nothing."""
+    source = make_source(run_id=new_run_id(), **source_args)
+    [table] = list(source.resources["runs"])
+    columns = (
+        "project_id",
+        "region",
+        "status",
+        "tasks_seen",
+        "rejected",
+        "complete",
+        "error",
+        "note",
+    )
+    return [ProjectOutcome(**{c: row[c] for c in columns}) for row in table.to_pylist()]
+
+
+def make_source(**source_args: Any) -> Any:
+    """The kps source with its configuration resolved; extraction happens here."""
+    try:
+        return kps(**source_args)
+    except ConfigurationException as exc:
+        raise ConfigError(config_message(exc)) from exc
+
+
+class Phases:
+    """Wall time per phase of a run, for the summary."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._current = (name, time.monotonic())
+
+    def stop(self) -> None:
+        if self._current:
+            name, began = self._current
+            self.seconds[name] = round(time.monotonic() - began, 3)
+            self._current = None
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        yield
+        self.stop()
 
 
 def transform_only(warehouse: Path | None = None) -> RunResult:
@@ -169,8 +228,36 @@ def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:
     with duckdb.connect(str(database), read_only=True) as con:
         rows = con.execute(
             """
-            select project_id, region, status, tasks_seen, rejected, complete, error, note
-            from kps_raw.runs where run_id = ? order by project_id
+            with this_run as (select * from kps_raw.runs where run_id = ?),
+            tasks as (
+                select project_id, task_id, _dlt_valid_from, _dlt_valid_to
+                from kps_raw.failed_tasks
+                where project_id in (select project_id from this_run)
+            ),
+            new_versions as (
+                select tasks.project_id, count(*) as n
+                from tasks join this_run using (project_id)
+                where tasks._dlt_valid_from = this_run.started_at
+                group by 1
+            ),
+            cleared as (
+                select gone.project_id, count(*) as n
+                from tasks as gone
+                join this_run using (project_id)
+                left join tasks as successor
+                    on successor.project_id = gone.project_id
+                    and successor.task_id = gone.task_id
+                    and successor._dlt_valid_from = gone._dlt_valid_to
+                where gone._dlt_valid_to = this_run.started_at and successor.task_id is null
+                group by 1
+            )
+            select
+                project_id, region, status, tasks_seen, rejected, complete, error, note,
+                coalesce(new_versions.n, 0), coalesce(cleared.n, 0)
+            from this_run
+            left join new_versions using (project_id)
+            left join cleared using (project_id)
+            order by project_id
             """,
             [run_id],
         ).fetchall()

@@ -241,3 +241,20 @@ def test_bad_records_are_quarantined_with_a_reason_and_the_rest_loads(
         ('task_time "yesterday" is not epoch milliseconds', "bad-time", project_id),
     ]
     assert query(warehouse, "select tasks_seen, rejected from kps_raw.runs") == [(5, 3)]
+
+
+def test_the_contracts_region_and_project_ids_keys_configure_a_run(
+    simulator, configure, warehouse, monkeypatch
+):
+    first = simulator.add_project(region="cn-north-4", tasks=4)
+    second = simulator.add_project(region="cn-north-4", tasks=2)
+    configure()
+    monkeypatch.delenv("SOURCES__KPS__PROJECTS")
+    monkeypatch.setenv("SOURCES__KPS__REGION", "cn-north-4")
+    monkeypatch.setenv("SOURCES__KPS__PROJECT_IDS", json.dumps([first, second]))
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert sorted(query(warehouse, "select project_id, tasks_seen from kps_raw.runs")) == sorted(
+        [(first, 4), (second, 2)]
+    )

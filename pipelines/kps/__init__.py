@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import dlt
@@ -65,8 +66,7 @@ def projects_from_config(
     projects: dict[str, Sequence[str]] | None = None,
 ) -> list[Project]:
     """`project_ids` of `region`, plus `projects` (region → ids), each once, in that order."""
-    if isinstance(project_ids, str):
-        project_ids = [project_ids]
+    project_ids = project_id_list(project_ids)
     pairs: list[tuple[str, str]] = []
     if project_ids:
         if not region:
@@ -81,9 +81,57 @@ def projects_from_config(
     return list(dict.fromkeys(Project(pid, reg) for pid, reg in pairs))
 
 
-def read_all(client: KpsClient, projects: Sequence[Project], run_id: str) -> list[ProjectRead]:
+def project_id_list(value: Sequence[str] | str | None) -> list[str]:
+    """`project_ids` as a list: a TOML list, a JSON list from the environment, or one id."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("["):
+            return [text] if text else []
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"sources.kps.project_ids {text[:60]!r} is not a JSON list") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("sources.kps.project_ids is not a list of project ids")
+    return value
+
+
+def select_projects(
+    client: KpsClient,
+    iam_endpoint: str,
+    project_ids: Sequence[str] | str | None,
+    region: str | None,
+    projects: dict[str, Sequence[str]] | None,
+    only: Sequence[str] | None,
+) -> list[Project]:
+    """The configured projects, or every project IAM lists for `project_ids = "*"`, narrowed
+    to `only` when given."""
+    if project_id_list(project_ids) == ["*"]:
+        wanted = client.list_projects(iam_endpoint)
+        if not wanted:
+            raise ConfigError(
+                "project_ids is '*', but IAM lists no project these credentials reach"
+            )
+    else:
+        wanted = projects_from_config(project_ids, region, projects)
+    if only:
+        unknown = sorted(set(only) - {p.project_id for p in wanted})
+        if unknown:
+            raise ConfigError(f"--project {', '.join(unknown)}: not among the configured projects")
+        wanted = [p for p in wanted if p.project_id in set(only)]
+    return wanted
+
+
+def read_all(
+    client: KpsClient,
+    projects: Sequence[Project],
+    run_id: str,
+    on_page: Callable[[Project, int], None] | None = None,
+) -> list[ProjectRead]:
     """Every project read, in the configured order."""
-    reads = {r.project: r for r in client.read_projects(projects, run_id)}
+    reads = {r.project: r for r in client.read_projects(projects, run_id, on_page)}
     return [reads[p] for p in projects]
 
 
@@ -91,7 +139,9 @@ def read_all(client: KpsClient, projects: Sequence[Project], run_id: str) -> lis
 def kps(
     endpoint: str = DEFAULT_ENDPOINT,
     region: str | None = dlt.config.value,
-    project_ids: list[str] | None = dlt.config.value,
+    # str first: dlt cannot coerce "*" to a list, and a JSON list from the environment is parsed
+    # by `project_id_list`.
+    project_ids: str | list[str] | None = dlt.config.value,
     projects: dict[str, list[str]] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -99,6 +149,8 @@ def kps(
     backoff_seconds: float = 1.0,
     credentials: KpsCredentials = dlt.secrets.value,
     run_id: str | None = None,
+    only: list[str] | None = None,
+    on_page: Callable[[Project, int], None] | None = None,
 ) -> Sequence[DltResource]:
     """The failed tasks of every configured project, with the rejects and one run row each.
 
@@ -107,7 +159,6 @@ def kps(
     """
     run_id = run_id or new_run_id()
     started_at = datetime.now(UTC)
-    wanted = projects_from_config(project_ids, region, projects)
     client = KpsClient(
         endpoint,
         credentials.to_auth(),
@@ -116,7 +167,8 @@ def kps(
         max_retries=max_retries,
         backoff_seconds=backoff_seconds,
     )
-    reads = read_all(client, wanted, run_id)
+    wanted = select_projects(client, credentials.iam_endpoint, project_ids, region, projects, only)
+    reads = read_all(client, wanted, run_id, on_page)
     return (
         failed_tasks(reads, started_at),
         rejected_records(reads, started_at),

@@ -38,6 +38,10 @@ class Auth(Protocol):
         """Forgets a token the API called expired; True when a retry can succeed."""
         ...
 
+    def for_iam(self) -> AuthBase:
+        """The requests auth for IAM's own API (listing projects)."""
+        ...
+
 
 class _Header(AuthBase):
     def __init__(self, name: str, value: str) -> None:
@@ -59,6 +63,9 @@ class TokenAuth:
 
     def refresh(self, project_id: str) -> bool:
         return False
+
+    def for_iam(self) -> AuthBase:
+        return _Header("X-Auth-Token", self.token)
 
 
 @dataclass
@@ -87,7 +94,10 @@ class PasswordAuth:
             self._tokens.pop(project_id, None)
         return True
 
-    def _exchange(self, project_id: str) -> str:
+    def for_iam(self) -> AuthBase:
+        return _Header("X-Auth-Token", self._exchange(None))
+
+    def _exchange(self, project_id: str | None) -> str:
         body = {
             "auth": {
                 "identity": {
@@ -100,9 +110,10 @@ class PasswordAuth:
                         }
                     },
                 },
-                "scope": {"project": {"id": project_id}},
             }
         }
+        if project_id is not None:  # without a project, IAM gives an unscoped token
+            body["auth"]["scope"] = {"project": {"id": project_id}}
         url = self.iam_endpoint.rstrip("/") + "/v3/auth/tokens"
         try:
             response = self.session.post(url, json=body, timeout=self.timeout)
@@ -130,13 +141,16 @@ class AkSkAuth:
         # Five failed signatures in a row lock the AK for 5 minutes: never retry blindly.
         return False
 
+    def for_iam(self) -> AuthBase:
+        return _Signer(self, None)
+
 
 class _Signer(AuthBase):
-    def __init__(self, keys: AkSkAuth, project_id: str) -> None:
+    def __init__(self, keys: AkSkAuth, project_id: str | None) -> None:
         self.keys, self.project_id = keys, project_id
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        headers = {"X-Project-Id": self.project_id}
+        headers = {"X-Project-Id": self.project_id} if self.project_id else {}
         if self.keys.security_token:
             headers["X-Security-Token"] = self.keys.security_token
         request.headers.update(

@@ -323,6 +323,32 @@ class KpsClient:
             futures = [pool.submit(self.get_page, project, o, read) for o in offsets]
             return [f.result() for f in futures]
 
+    def list_projects(self, iam_endpoint: str) -> list[Project]:
+        """Every enabled project IAM lists for these credentials, each in its region (a
+        project's name is its region, or `region_subproject`)."""
+        url = iam_endpoint.rstrip("/") + "/v3/auth/projects"
+        try:
+            auth = self.auth.for_iam()
+            response = self.session.get(url, auth=auth, timeout=self.timeout)
+        except AuthError as exc:
+            raise ConfigError(f"listing projects: {exc}") from None
+        except requests.RequestException as exc:
+            raise ConfigError(f"listing projects at {url} failed: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise ConfigError(f"listing projects at {url}: {api_error(response)}")
+        try:
+            listed = response.json()["projects"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"listing projects at {url}: the answer has no 'projects' list"
+            ) from None
+        found = []
+        for item in listed:
+            region = str(item.get("name", "")).split("_")[0]
+            if item.get("enabled", True) and _REGION.match(region):
+                found.append(Project(str(item.get("id")), region))
+        return found
+
     def read_projects(
         self,
         projects: Sequence[Project],
