@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported late: dlt reads its telemetry and log settings when it is first imported.
     from .kps.client import ConfigError
     from .pipeline import RunError, disable_telemetry
+    from .report import ReportError
     from .warehouse import WarehouseBusy
 
     disable_telemetry()
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         out.error(f"configuration: {exc}")
         return USAGE
-    except (RunError, WarehouseBusy) as exc:
+    except (RunError, WarehouseBusy, ReportError) as exc:
         out.error(str(exc))
         if args.debug:
             traceback.print_exc()
