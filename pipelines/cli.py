@@ -150,11 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("RUNTIME__LOG_FORMAT", "JSON")
     # Imported late: dlt reads its telemetry and log settings when it is first imported.
     from .kps.client import ConfigError
-    from .pipeline import RunError, disable_telemetry
+    from .pipeline import RunError, apply_dlt_defaults
     from .report import ReportError
     from .warehouse import WarehouseBusy
 
-    disable_telemetry()
+    apply_dlt_defaults()
     handlers: dict[str, Callable[[argparse.Namespace, Output], int]] = {
         "run": cmd_run,
         "demo": cmd_demo,

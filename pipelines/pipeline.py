@@ -100,6 +100,7 @@ def pipeline_name(warehouse: Path) -> str:
 
 
 def make_pipeline(warehouse: Warehouse) -> dlt.Pipeline:
+    apply_dlt_defaults()
     return dlt.pipeline(
         pipeline_name=pipeline_name(warehouse.path),
         destination=dlt.destinations.duckdb(str(warehouse.writer)),
@@ -283,6 +284,8 @@ def root_cause(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def disable_telemetry() -> None:
-    """dlt's anonymous telemetry is off unless the operator turns it on."""
+def apply_dlt_defaults() -> None:
+    """dlt settings this project relies on, unless the operator set them otherwise: telemetry
+    off, and `_dlt_load_id` on arrow rows too (dlt adds it to dict rows only by default)."""
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
