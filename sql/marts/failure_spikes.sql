@@ -1,0 +1,174 @@
+-- one row per day on which a key pair, server or error code failed far more often than over
+-- its own previous 28 days
+with
+
+keypair_trend as (
+    select * from marts.failure_trend_keypair
+),
+
+server_trend as (
+    select * from marts.failure_trend_server
+),
+
+error_code_trend as (
+    select * from marts.failure_trend_error_code
+),
+
+tasks as (
+    select * from marts.fct_failed_tasks
+),
+
+thresholds as (
+    select
+        3.0 as min_z_score,
+        -- a handful of failures is noise however quiet the key was before
+        5 as min_failures,
+        -- a key that never failed has no spread; without a floor its first failure would be
+        -- infinitely surprising
+        1.0 as stddev_floor,
+        -- a baseline of fewer days says little about what is normal
+        7 as min_baseline_days
+),
+
+project_starts as (
+    select
+        project_id,
+        min(failed_day) as first_day
+    from tasks
+    group by project_id
+),
+
+-- only days with failures: the days without count as zeros in the sums below
+failure_days as (
+    select
+        'keypair' as dimension,
+        project_id,
+        keypair_name as key,
+        keypair_name as key_label,
+        day,
+        failures
+    from keypair_trend
+    where failures > 0
+    union all
+    select
+        'server' as dimension,
+        project_id,
+        server_id as key,
+        coalesce(server_name, server_id) as key_label,
+        day,
+        failures
+    from server_trend
+    where failures > 0
+    union all
+    select
+        'error_code' as dimension,
+        project_id,
+        error_code as key,
+        error_code as key_label,
+        day,
+        failures
+    from error_code_trend
+    where failures > 0
+),
+
+candidates as (
+    select
+        failure_days.dimension,
+        failure_days.project_id,
+        failure_days.key,
+        failure_days.key_label,
+        failure_days.day,
+        failure_days.failures,
+        -- the baseline is the 28 days before, or as many of them as the project has data for
+        least(28, failure_days.day - project_starts.first_day) as baseline_days
+    from failure_days
+    inner join project_starts
+        on project_starts.project_id = failure_days.project_id
+    cross join thresholds
+    where failure_days.failures >= thresholds.min_failures
+        and failure_days.day - project_starts.first_day >= thresholds.min_baseline_days
+),
+
+baselines as (
+    select
+        candidates.dimension,
+        candidates.project_id,
+        candidates.key,
+        candidates.key_label,
+        candidates.day,
+        candidates.failures,
+        candidates.baseline_days,
+        cast(coalesce(sum(history.failures), 0) as double) / candidates.baseline_days
+        as baseline_mean,
+        cast(coalesce(sum(history.failures * history.failures), 0) as double)
+        / candidates.baseline_days as baseline_mean_square
+    from candidates
+    left join failure_days as history
+        on history.dimension = candidates.dimension
+        and history.project_id = candidates.project_id
+        and history.key = candidates.key
+        and history.day >= candidates.day - 28
+        and history.day < candidates.day
+    group by
+        candidates.dimension,
+        candidates.project_id,
+        candidates.key,
+        candidates.key_label,
+        candidates.day,
+        candidates.failures,
+        candidates.baseline_days
+),
+
+spreads as (
+    select
+        baselines.dimension,
+        baselines.project_id,
+        baselines.key,
+        baselines.key_label,
+        baselines.day,
+        baselines.failures,
+        baselines.baseline_days,
+        baselines.baseline_mean,
+        -- the population standard deviation; rounding can leave the variance a hair below 0
+        sqrt(greatest(
+            baselines.baseline_mean_square - baselines.baseline_mean * baselines.baseline_mean,
+            0
+        )) as baseline_stddev
+    from baselines
+),
+
+scored as (
+    select
+        spreads.dimension,
+        spreads.project_id,
+        spreads.key,
+        spreads.key_label,
+        spreads.day,
+        spreads.failures,
+        spreads.baseline_days,
+        spreads.baseline_mean,
+        spreads.baseline_stddev,
+        (spreads.failures - spreads.baseline_mean)
+        / greatest(spreads.baseline_stddev, thresholds.stddev_floor) as z_score
+    from spreads
+    cross join thresholds
+),
+
+final as (
+    select
+        scored.dimension,
+        scored.project_id,
+        scored.key,
+        scored.key_label,
+        scored.day,
+        scored.failures,
+        scored.baseline_days,
+        scored.baseline_mean,
+        scored.baseline_stddev,
+        scored.z_score
+    from scored
+    cross join thresholds
+    where scored.z_score >= thresholds.min_z_score
+)
+
+select * from final

@@ -1,0 +1,9 @@
+-- failed_at is the loader's reading of task_time (epoch milliseconds); a difference means a
+-- conversion bug, and every day in the marts would be off
+select
+    project_id,
+    task_id,
+    task_time,
+    failed_at
+from kps_raw.failed_tasks
+where cast(epoch_ms(failed_at) as varchar) is distinct from trim(task_time)
