@@ -85,10 +85,13 @@ def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes
 def test_an_overlapping_run_waits_then_exits_with_a_clear_message(
     simulator, configure, warehouse, monkeypatch
 ):
-    simulator.add_project(tasks=50)
+    simulator.add_project(tasks=200)
     configure(page_size=10)
     simulator.configure(latency_ms=300)
     monkeypatch.setenv("KPS_WAREHOUSE__LOCK_WAIT_SECONDS", "0.5")
+    # One request at a time: the first run holds the lock for 21 x 0.3 s, far longer than the
+    # second takes to start and give up.
+    monkeypatch.setenv("SOURCES__KPS__CONCURRENCY", "1")
     first = start_run()
     wait_for_requests(simulator, 1)
 
