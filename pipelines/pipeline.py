@@ -127,6 +127,12 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
     run_id = new_run_id()
     clock = Phases()
     with target.writing(lock_wait_seconds()) as writer:
+        if not writer.exists():
+            # dlt's state (what was loaded, the projects' fingerprints) lives with the warehouse:
+            # no warehouse, no state, or an unchanged project would never be loaded again.
+            shutil.rmtree(
+                pipelines_dir(target.path) / pipeline_name(target.path), ignore_errors=True
+            )
         pipeline = make_pipeline(target)
         finish_pending_load(pipeline)
         with clock("extract"):

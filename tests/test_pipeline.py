@@ -258,3 +258,34 @@ def test_the_contracts_region_and_project_ids_keys_configure_a_run(
     assert sorted(query(warehouse, "select project_id, tasks_seen from kps_raw.runs")) == sorted(
         [(first, 4), (second, 2)]
     )
+
+
+def test_an_unchanged_project_is_skipped_yet_later_changes_still_clear(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=30)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    assert run_cli("run", "--no-transform") == 0  # nothing changed: nothing to load
+
+    [gone] = simulator.delete_tasks(project_id, n=1)
+    assert run_cli("run", "--no-transform") == 0
+
+    third_run = started_at(warehouse, 2)
+    assert {k: v[3] for k, v in loaded(warehouse, project_id).items() if v[3]} == {
+        gone["task_id"]: third_run
+    }
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(30,)]
+
+
+def test_a_warehouse_deleted_by_hand_is_loaded_again_in_full(simulator, configure, warehouse):
+    simulator.add_project(tasks=12)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    for path in (warehouse, warehouse.with_name(".kps.writer.duckdb")):
+        path.unlink()  # the dlt working folder with its state stays
+    assert (warehouse.parent / ".dlt").is_dir()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(12,)]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
@@ -91,6 +92,9 @@ class ProjectRead:
     project: Project
     batch: TaskBatch
     started_at: float
+    # The tasks as one arrow table, built in the read's own thread once the read ends; the
+    # batch's dicts are then dropped, so memory holds arrow, not Python objects.
+    table: pa.Table | None = None
     finished_at: float = 0.0
     error: str | None = None
     complete: bool = False
@@ -253,6 +257,9 @@ class KpsClient:
                 read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
+        if read.ok:
+            read.table = read.batch.to_arrow()
+        read.batch.release()
         read.finished_at = time.time()
         return read
 

@@ -17,6 +17,9 @@ MAX_PASSES = 3
 # Requests to one project run this many at a time at most, across all projects.
 DEFAULT_CONCURRENCY = 8
 
+# Rows per arrow table handed to dlt: dlt's extract cost is per table, not per row.
+ROWS_PER_TABLE = 100_000
+
 # The fields of a FailedTasks record, and the ones a record cannot be loaded without.
 TASK_FIELDS = (
     "task_id",
