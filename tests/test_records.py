@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.kps.records import TaskBatch, check_record
+from pipelines.kps.records import TaskBatch, check_record, with_row_hashes
 
 TASK = {
     "task_id": "aee8d2fe-5484-4753-9177-5a38dc15546c",
@@ -75,7 +76,20 @@ def test_unknown_fields_are_kept_as_json_and_change_the_version():
     plain.add([TASK])
     extended.add([{**TASK, "zone": "az1", "retries": 2}])
 
-    row = extended.to_arrow().to_pylist()[0]
+    rows = with_row_hashes([plain.to_arrow(), extended.to_arrow()]).to_pylist()
 
-    assert row["extra_fields"] == '{"retries": 2, "zone": "az1"}'
-    assert row["row_hash"] != plain.to_arrow().to_pylist()[0]["row_hash"]
+    assert rows[1]["extra_fields"] == '{"retries": 2, "zone": "az1"}'
+    assert rows[0]["row_hash"] != rows[1]["row_hash"]
+
+
+def test_the_row_hash_is_the_md5_of_the_length_prefixed_fields():
+    batch = TaskBatch("p", "cn-north-4", "run-1")
+    batch.add([TASK])
+
+    [row] = with_row_hashes([batch.to_arrow()]).to_pylist()
+
+    fields = ["p", "cn-north-4", TASK["task_id"], TASK["task_time"], TASK["operate_type"]]
+    fields += [TASK[f] for f in ("task_error_code", "task_error_msg", "server_name")]
+    fields += [TASK["server_id"], TASK["keypair_name"], None]
+    text = "".join("-" if v is None else f"{len(v)}:{v}" for v in fields)
+    assert row["row_hash"] == hashlib.md5(text.encode()).hexdigest()

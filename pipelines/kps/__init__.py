@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.exceptions import PipelineStateNotAvailable
@@ -17,6 +17,7 @@ from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, Project, ProjectRead, is_loopback
+from .records import fingerprints, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -26,6 +27,9 @@ from .settings import (
     ROWS_PER_TABLE,
     RUNS_SCHEMA,
 )
+
+# The fingerprint of a project that lists nothing.
+EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
 
 __all__ = ["KpsCredentials", "Project", "kps", "projects_from_config", "read_all"]
 
@@ -172,29 +176,28 @@ def kps(
     )
     wanted = select_projects(client, credentials.iam_endpoint, project_ids, region, projects, only)
     reads = read_all(client, wanted, run_id, on_page)
-    fingerprints = {r.project.project_id: fingerprint(r.table) for r in reads if r.complete}
-    unchanged = {pid for pid, fp in fingerprints.items() if last_fingerprints().get(pid) == fp}
+    tasks = with_row_hashes([r.table for r in reads if r.table is not None])
+    listed = fingerprints(tasks)
+    complete = {
+        r.project.project_id: listed.get(r.project.project_id, EMPTY) for r in reads if r.complete
+    }
+    # A project read completely that says exactly what it said last time is left out of the
+    # load: its tasks in the warehouse are already what the API lists.
+    last = last_fingerprints()
+    unchanged = [pid for pid, fp in complete.items() if last.get(pid) == fp]
+    if unchanged:
+        tasks = tasks.filter(pc.invert(pc.is_in(tasks["project_id"], pa.array(unchanged))))
     return (
-        failed_tasks(
-            [r for r in reads if r.project.project_id not in unchanged], started_at, fingerprints
-        ),
+        failed_tasks(tasks, sorted(complete.keys() - set(unchanged)), started_at, complete),
         rejected_records(reads, started_at),
         runs(reads, run_id, started_at),
     )
 
 
-def fingerprint(table: pa.Table | None) -> str:
-    """What a complete read of a project said, in one hash: its rows' versions, in any order."""
-    hashes = sorted(table["row_hash"].to_pylist()) if table is not None else []
-    return hashlib.md5("".join(hashes).encode(), usedforsecurity=False).hexdigest()
-
-
 def last_fingerprints() -> dict[str, str]:
     """The fingerprints of each project's last complete read, from dlt's source state.
 
-    A project read completely that says exactly what it said last time is left out of the load:
-    its tasks in the warehouse are already what the API lists, so a run where nothing changed
-    writes nothing. No pipeline (a dry run) means no state, and then nothing is skipped.
+    No pipeline (a dry run) means no state, and then nothing is skipped.
     """
     try:
         return dict(dlt.current.source_state().get("fingerprints", {}))
@@ -207,12 +210,14 @@ def new_run_id() -> str:
 
 
 def failed_tasks(
-    reads: Sequence[ProjectRead], started_at: datetime, fingerprints: dict[str, str]
+    tasks: pa.Table,
+    complete: Sequence[str],
+    started_at: datetime,
+    listed: dict[str, str],
 ) -> DltResource:
-    """One version per task and change: a task absent from a complete pass of its project is
-    retired (cleared) at `started_at`; projects that failed or kept shifting retire nothing.
-    Records `fingerprints` in the source state as the data is extracted."""
-    complete = [r.project.project_id for r in reads if r.ok and r.complete]
+    """One version per task and change. A task absent from a complete read of its project
+    (`complete`) is retired, cleared, at `started_at`; other projects retire nothing. Records
+    the fingerprints of the `listed` projects in the source state as the data is extracted."""
     scope = (
         "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in complete) + ")"
         if complete
@@ -231,19 +236,12 @@ def failed_tasks(
         },
     )
     def _failed_tasks() -> Iterator[pa.Table]:
-        dlt.current.source_state().setdefault("fingerprints", {}).update(fingerprints)
+        dlt.current.source_state().setdefault("fingerprints", {}).update(listed)
         # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
         yield FAILED_TASKS_SCHEMA.empty_table()
         # A few large tables, not one per project: dlt's cost is per table it is handed.
-        chunk: list[pa.Table] = []
-        for read in reads:
-            if read.table is not None:
-                chunk.append(read.table)
-            if sum(t.num_rows for t in chunk) >= ROWS_PER_TABLE:
-                yield pa.concat_tables(chunk)
-                chunk = []
-        if chunk:
-            yield pa.concat_tables(chunk)
+        for start in range(0, tasks.num_rows, ROWS_PER_TABLE):
+            yield tasks.slice(start, ROWS_PER_TABLE)
 
     return _failed_tasks()
 

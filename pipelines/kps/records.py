@@ -20,14 +20,15 @@ from .settings import (
     MAX_TASK_TIME_MS,
     MIN_TASK_TIME_MS,
     TASK_FIELDS,
+    TASKS_SCHEMA,
 )
 
 _TEXT_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("task_id", "task_time"))
 _KNOWN = frozenset(TASK_FIELDS)
 _RECORD_TYPE = pa.struct([(f, pa.string()) for f in TASK_FIELDS])
-# One in-memory DuckDB for hashing; each call takes its own cursor, which is thread-safe and
-# costs microseconds where a new connection costs about 10 ms.
-_HASHER = duckdb.connect()
+# One in-memory DuckDB as a compute engine; each call takes its own cursor, which is
+# thread-safe and costs microseconds where a new connection costs about 10 ms.
+_DUCKDB = duckdb.connect()
 _HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
 
 
@@ -113,7 +114,8 @@ class TaskBatch:
         self._rows = {}
 
     def to_arrow(self) -> pa.Table:
-        """The rows as a table of FAILED_TASKS_SCHEMA, `failed_at` converted from epoch ms."""
+        """The rows as a table of TASKS_SCHEMA, `failed_at` converted from epoch ms; the row
+        hashes are added later, for all projects at once (see `with_row_hashes`)."""
         records = list(self._rows.values())
         # Arrow reads the documented fields straight from the dicts; unknown ones are ignored here
         # and kept as JSON in extra_fields.
@@ -127,8 +129,7 @@ class TaskBatch:
         # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
         millis = pc.cast(known["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
         columns["failed_at"] = millis.cast(pa.timestamp("us", tz="UTC"))
-        columns["row_hash"] = row_hashes(pa.table(columns))
-        return pa.table([columns[name] for name in FAILED_TASKS_SCHEMA.names], FAILED_TASKS_SCHEMA)
+        return pa.table([columns[name] for name in TASKS_SCHEMA.names], TASKS_SCHEMA)
 
 
 def extra_fields(record: Mapping[str, Any]) -> str | None:
@@ -139,16 +140,31 @@ def extra_fields(record: Mapping[str, Any]) -> str | None:
     return to_json(extra) if extra else None
 
 
-def row_hashes(table: pa.Table) -> pa.ChunkedArray:
-    """The identity of each row's version: any change in what the API says makes a new one.
+def with_row_hashes(tables: list[pa.Table]) -> pa.Table:
+    """The tables as one of FAILED_TASKS_SCHEMA: each row gets the identity of its version, so
+    that any change in what the API says makes a new one.
 
-    md5 over the length-prefixed fields (so no text, control characters included, can fake a
-    field boundary), computed by DuckDB over the arrow table: ten times faster than hashing
-    row by row in Python.
+    md5 over the length-prefixed fields (no text, control characters included, can fake a field
+    boundary), computed by DuckDB in one query over all rows: per row it is ten times faster
+    than Python, and one query instead of one per project saves DuckDB's per-query cost.
     """
+    table = pa.concat_tables([TASKS_SCHEMA.empty_table(), *tables])
     fields = ("project_id", "region", *_HASHED_FIELDS)
     prefixed = " || ".join(f"coalesce(length({f})::varchar || ':' || {f}, '-')" for f in fields)
-    with _HASHER.cursor() as con:
-        con.register("batch", table)
-        hashes = con.execute(f"select md5({prefixed}) as row_hash from batch").to_arrow_table()
-        return hashes["row_hash"]
+    with _DUCKDB.cursor() as con:
+        con.register("tasks", table)
+        hashes = con.execute(f"select md5({prefixed}) as row_hash from tasks").to_arrow_table()
+    # DuckDB keeps the scan's row order, so the hashes line up with the rows.
+    table = table.append_column("row_hash", hashes["row_hash"])
+    return table.select(FAILED_TASKS_SCHEMA.names).cast(FAILED_TASKS_SCHEMA)
+
+
+def fingerprints(table: pa.Table) -> dict[str, str]:
+    """What each project's rows say, in one hash per project, whatever their order."""
+    with _DUCKDB.cursor() as con:
+        con.register("tasks", table.select(["project_id", "row_hash"]))
+        rows = con.execute(
+            "select project_id, md5(string_agg(row_hash, '' order by row_hash))"
+            " from tasks group by project_id"
+        ).fetchall()
+    return dict(rows)

@@ -54,6 +54,8 @@ FAILED_TASKS_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )
+# The same without row_hash: what one project's read becomes before the hashes are added.
+TASKS_SCHEMA = pa.schema([f for f in FAILED_TASKS_SCHEMA if f.name != "row_hash"])
 
 REJECTED_RECORDS_SCHEMA = pa.schema(
     [
