@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, help="report file (default warehouse/demo-report.html)")
 
-    commands.add_parser("transform", help="rebuild the models and run the data tests only")
+    transform = commands.add_parser(
+        "transform", help="rebuild the models and run the data tests only"
+    )
+    transform.add_argument(
+        "--log-format", choices=("text", "json"), help="json: one JSON object per line"
+    )
 
     report = commands.add_parser(
         "report", help="execute the notebook report read-only and write HTML"
@@ -106,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status", help="the last runs per project and the warehouse's freshness"
+    )
+    status.add_argument(
+        "--log-format", choices=("text", "json"), help="json: one JSON object per line"
     )
     status.add_argument(
         "--max-age",
