@@ -47,6 +47,9 @@ def to_json(value: Any) -> str:
 
 def parse_task_time(value: Any) -> tuple[str, int] | None:
     """`task_time` as delivered (a string of epoch ms, or a JSON number) → (text, epoch ms)."""
+    if type(value) is str and value.isdigit() and value.isascii():  # the usual case, first
+        millis = int(value)
+        return (value, millis) if MIN_TASK_TIME_MS <= millis < MAX_TASK_TIME_MS else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -64,7 +67,7 @@ def parse_task_time(value: Any) -> tuple[str, int] | None:
 
 def check_record(record: Any) -> str | None:
     """Why this record cannot be loaded as is, or None when it can."""
-    if not isinstance(record, Mapping):
+    if not isinstance(record, dict):
         return f"record is a JSON {type(record).__name__}, not an object"
     task_id = record.get("task_id")
     if task_id is None:
@@ -77,7 +80,7 @@ def check_record(record: Any) -> str | None:
         return f"task_time {to_json(record['task_time'])[:80]} is not epoch milliseconds"
     for field in _TEXT_FIELDS:
         value = record.get(field)
-        if value is not None and not isinstance(value, str):
+        if value is not None and type(value) is not str:
             return f"{field} is a JSON {type(value).__name__}, expected a string or null"
     return None
 
@@ -100,8 +103,9 @@ class TaskBatch:
             if reason is not None:
                 self.rejects.append(Reject(reason, to_json(record)))
                 continue
-            text, _ = parse_task_time(record["task_time"])  # type: ignore[misc]
-            if record["task_time"] != text:  # a JSON number, kept as the string the API documents
+            if type(record["task_time"]) is not str or not record["task_time"].isdigit():
+                # a JSON number (or padded text), kept as the digits the API documents
+                text, _ = parse_task_time(record["task_time"])  # type: ignore[misc]
                 record = {**record, "task_time": text}
             self._rows[record["task_id"]] = record
 
