@@ -873,7 +873,8 @@ def render(report: Report) -> str:
         lines += [
             "",
             "Where this project's time goes (seconds; `read` is HTTP + JSON + record checks for"
-            " every project, before dlt starts; `to_arrow` is inside `dlt extract`):",
+            " every project, before dlt starts; `to_arrow` runs inside `read`, in the read threads,"
+            " and is summed over them, so it can exceed the wall time):",
             "",
             "| run | " + " | ".join(names) + " | other | total |",
             "|---|" + "--:|" * (len(names) + 2),
