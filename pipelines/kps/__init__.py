@@ -177,6 +177,8 @@ def kps(
     wanted = select_projects(client, credentials.iam_endpoint, project_ids, region, projects, only)
     reads = read_all(client, wanted, run_id, on_page)
     tasks = with_row_hashes([r.table for r in reads if r.table is not None])
+    for read in reads:
+        read.table = None  # `tasks` holds the rows now
     listed = fingerprints(tasks)
     complete = {
         r.project.project_id: listed.get(r.project.project_id, EMPTY) for r in reads if r.complete
@@ -224,6 +226,9 @@ def failed_tasks(
         else "1 = 0"
     )
 
+    # Handed over, not kept: once extracted to dlt's files, the rows are freed before the load.
+    pending = [tasks]
+
     @dlt.resource(
         name="failed_tasks",
         columns=arrow_columns(FAILED_TASKS_SCHEMA),
@@ -239,9 +244,10 @@ def failed_tasks(
         dlt.current.source_state().setdefault("fingerprints", {}).update(listed)
         # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
         yield FAILED_TASKS_SCHEMA.empty_table()
+        table = pending.pop()
         # A few large tables, not one per project: dlt's cost is per table it is handed.
-        for start in range(0, tasks.num_rows, ROWS_PER_TABLE):
-            yield tasks.slice(start, ROWS_PER_TABLE)
+        for start in range(0, table.num_rows, ROWS_PER_TABLE):
+            yield table.slice(start, ROWS_PER_TABLE)
 
     return _failed_tasks()
 
