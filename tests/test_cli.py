@@ -56,6 +56,10 @@ def test_a_wrong_token_fails_every_project_in_one_request_each(
             {"SOURCES__KPS__ENDPOINT": "http://kms.example.com/{region}"},
             "credentials go only over https",
         ),
+        (
+            {"SOURCES__KPS__CREDENTIALS__IAM_ENDPOINT": "http://iam.example.com"},
+            "iam_endpoint 'http://iam.example.com': credentials go only over https",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(

@@ -49,14 +49,14 @@ class KpsCredentials(CredentialsConfiguration):
 
     def to_auth(self) -> Auth:
         """The first complete kind of credentials: token, then password, then AK/SK."""
+        if not self.iam_endpoint.startswith("https://") and not is_loopback(self.iam_endpoint):
+            raise ConfigError(
+                f"sources.kps.credentials.iam_endpoint {self.iam_endpoint!r}:"
+                " credentials go only over https"
+            )
         if self.auth_token:
             return TokenAuth(self.auth_token)
         if self.user_name and self.password and self.domain_name:
-            if not self.iam_endpoint.startswith("https://") and not is_loopback(self.iam_endpoint):
-                raise ConfigError(
-                    f"sources.kps.credentials.iam_endpoint {self.iam_endpoint!r}:"
-                    " passwords go only over https"
-                )
             return PasswordAuth(self.user_name, self.password, self.domain_name, self.iam_endpoint)
         if self.access_key and self.secret_key:
             return AkSkAuth(self.access_key, self.secret_key, self.security_token)
