@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.kps.auth import TokenAuth
+from pipelines.kps.client import KpsClient, Project
+
 from .conftest import query, run_cli
 
 
@@ -132,3 +135,22 @@ def test_throttling_errors_drops_and_a_shifting_list_lose_nothing(simulator, con
         open_ids = {task_id for task_id, valid_to in rows if valid_to is None}
         assert len(loaded) == len(set(loaded))  # nothing doubled
         assert before[project_id] & after <= open_ids  # nothing that stayed listed is lost
+
+
+def test_a_429_holds_back_every_request_of_the_run_not_only_its_own(simulator):
+    projects = [simulator.add_project(tasks=60) for _ in range(4)]
+    # Slow pages keep the other projects busy while one waits out its 429.
+    simulator.configure(throttle_rate=0.2, retry_after=1, latency_ms=100)
+    client = KpsClient(simulator.endpoint, TokenAuth(simulator.token), page_size=10, concurrency=4)
+
+    reads = list(client.read_projects([Project(p, "cn-north-4") for p in projects], "run-1"))
+
+    assert all(read.ok and len(read.batch) == 60 for read in reads)
+    log = list(zip(simulator.requests, simulator.request_times, strict=True))
+    throttled = [left for (_, _, status), (_, left) in log if status == 429]
+    assert throttled
+    for at in throttled:
+        # Requests already under way may finish (and a thread can slip one in while the 429
+        # is being read); none may start later while the API asks us to wait.
+        started = [arrived - at for _, (arrived, _) in log if at + 0.2 < arrived < at + 0.8]
+        assert started == []

@@ -119,8 +119,38 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+class Throttle:
+    """Shared by all of a client's requests: a 429 on one holds back the others too, so the
+    client backs off as a whole instead of each request hammering on alone."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self) -> None:
+        while (delay := self._until - time.monotonic()) > 0:
+            time.sleep(delay)
+
+
 class BoundedRetry(Retry):
-    """urllib3's Retry, but a `Retry-After` longer than the backoff cap waits only the cap."""
+    """urllib3's Retry, but a `Retry-After` longer than the backoff cap waits only the cap,
+    and a 429 holds back every request of the client (`throttle`) for as long."""
+
+    throttle: Throttle | None = None
+
+    def new(self, **kwargs: Any) -> BoundedRetry:
+        retry = super().new(**kwargs)
+        retry.throttle = self.throttle  # urllib3 copies only its own settings
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        if self.throttle is not None and response is not None and response.status == 429:
+            self.throttle.hold(self.get_retry_after(response) or self.get_backoff_time())
+        super().sleep(response)
 
     def get_retry_after(self, response: Any) -> float | None:
         try:
@@ -130,7 +160,9 @@ class BoundedRetry(Retry):
         return None if seconds is None else min(seconds, self.backoff_max)
 
 
-def make_session(max_retries: int, backoff_seconds: float, concurrency: int) -> requests.Session:
+def make_session(
+    max_retries: int, backoff_seconds: float, concurrency: int, throttle: Throttle
+) -> requests.Session:
     """A session that retries throttling, server errors and dropped connections with backoff
     and jitter, honouring `Retry-After`; never 401/403, which no retry can mend."""
     retry = BoundedRetry(
@@ -147,6 +179,7 @@ def make_session(max_retries: int, backoff_seconds: float, concurrency: int) -> 
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+    retry.throttle = throttle
     adapter = HTTPAdapter(max_retries=retry, pool_maxsize=max(concurrency, 1) * 2)
     session = requests.Session()
     session.mount("http://", adapter)
@@ -186,7 +219,8 @@ class KpsClient:
         self.concurrency = concurrency
         self.timeout = timeout_seconds
         self.max_passes = max_passes
-        self.session = make_session(max_retries, backoff_seconds, concurrency)
+        self.throttle = Throttle()
+        self.session = make_session(max_retries, backoff_seconds, concurrency, self.throttle)
         self._slots = threading.BoundedSemaphore(concurrency)
         self._count_lock = threading.Lock()
 
@@ -214,6 +248,7 @@ class KpsClient:
 
     def _get(self, project: Project, url: str, read: ProjectRead) -> requests.Response:
         with self._slots:
+            self.throttle.wait()
             try:
                 auth = self.auth.for_project(project.project_id, project.region)
                 return self.session.get(url, auth=auth, timeout=self.timeout)

@@ -179,6 +179,8 @@ class Simulator:
         self.total_cap = total_cap
         self.iam_users: dict[tuple[str, str], str] = {}  # (domain, user name) -> password
         self.requests: list[tuple[str, str, int]] = []
+        # When each logged request arrived and was answered (time.monotonic), in the same order.
+        self.request_times: list[tuple[float, float]] = []
         self.peak_concurrency = 0
         self._fixed_clock = now_ms is not None
         self._now_ms = now_ms if now_ms is not None else _wall_ms()
@@ -366,20 +368,21 @@ class Simulator:
         """Forget the request log and the concurrency peak."""
         with self._lock:
             self.requests.clear()
+            self.request_times.clear()
             self.peak_concurrency = self._in_flight
 
     # request handling, called from the server's threads
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         """Answer one request; faults and errors become replies, never exceptions."""
-        self._enter()
+        arrived = self._enter()
         reply = Reply(0)
         try:
             reply = self._route(method, target, headers, body)
         except ApiError as error:
             reply = error_reply(error)
         finally:
-            self._leave(method, target, 0 if reply.drop else reply.status)
+            self._leave(method, target, 0 if reply.drop else reply.status, arrived)
         return reply
 
     def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -556,15 +559,17 @@ class Simulator:
         days = (self._now_ms - before) / DAY_MS
         return generate_tasks(project.rng, n, now_ms=self._now_ms, days=days, pool=project.pool)
 
-    def _enter(self) -> None:
+    def _enter(self) -> float:
         with self._lock:
             self._in_flight += 1
             self.peak_concurrency = max(self.peak_concurrency, self._in_flight)
+        return time.monotonic()
 
-    def _leave(self, method: str, target: str, status: int) -> None:
+    def _leave(self, method: str, target: str, status: int, arrived: float) -> None:
         with self._lock:
             self._in_flight -= 1
             self.requests.append((method, target, status))
+            self.request_times.append((arrived, time.monotonic()))
 
 
 def _insert(project: Project, tasks: list[dict]) -> list[dict]:
