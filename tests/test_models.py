@@ -516,7 +516,7 @@ def test_a_syntax_error_names_the_file_and_leaves_the_last_build(
     sql_dir = copy_sql(tmp_path)
     path = Path(shutil.copy(built.path, tmp_path / "kps.duckdb"))
     broken = sql_dir / "marts" / "failure_trend_server.sql"
-    broken.write_text(broken.read_text().replace("from filled", "form filled", 1))
+    broken.write_text(broken.read_text().replace("from server_days", "form server_days", 1))
 
     with pytest.raises(ModelError) as error:
         transform(path, sql_dir)
@@ -534,7 +534,7 @@ def test_a_failing_model_rolls_back_every_model_of_the_build(built: Built, tmp_p
     path = Path(shutil.copy(built.path, tmp_path / "kps.duckdb"))
     with duckdb.connect(str(path)) as con:
         con.execute("delete from kps_raw.failed_tasks where task_id = 't1'")
-    spikes = sql_dir / "marts" / "failure_spikes.sql"  # the last model built
+    spikes = sql_dir / "marts" / "failure_spikes.sql"  # built after fct_failed_tasks
     spikes.write_text(spikes.read_text().replace("scored.z_score\n", "scored.no_such_column\n"))
 
     with pytest.raises(

@@ -47,7 +47,7 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
 def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, warehouse, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
-    assert "built 12 models and ran 44 data tests" in capsys.readouterr().out
+    assert "built 13 models and ran 47 data tests" in capsys.readouterr().out
 
     # A version whose failed_at disagrees with its task_time, planted in the writer's copy.
     writer = warehouse.with_name(".kps.writer.duckdb")

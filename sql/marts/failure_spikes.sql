@@ -2,16 +2,12 @@
 -- its own previous 28 days
 with
 
-keypair_trend as (
-    select * from marts.failure_trend_keypair
+daily as (
+    select * from intermediate.int_failures__daily
 ),
 
-server_trend as (
-    select * from marts.failure_trend_server
-),
-
-error_code_trend as (
-    select * from marts.failure_trend_error_code
+servers as (
+    select * from marts.dim_servers
 ),
 
 tasks as (
@@ -41,34 +37,23 @@ project_starts as (
 -- only days with failures: the days without count as zeros in the sums below
 failure_days as (
     select
-        'keypair' as dimension,
-        project_id,
-        keypair_name as key,
-        keypair_name as key_label,
-        day,
-        failures
-    from keypair_trend
-    where failures > 0
-    union all
-    select
-        'server' as dimension,
-        project_id,
-        server_id as key,
-        coalesce(server_name, server_id) as key_label,
-        day,
-        failures
-    from server_trend
-    where failures > 0
-    union all
-    select
-        'error_code' as dimension,
-        project_id,
-        error_code as key,
-        error_code as key_label,
-        day,
-        failures
-    from error_code_trend
-    where failures > 0
+        daily.dimension,
+        daily.project_id,
+        daily.key,
+        -- servers are shown by name; key pairs and error codes are their own labels
+        case
+            when daily.dimension = 'server' then coalesce(servers.server_name, daily.key)
+            else daily.key
+        end as key_label,
+        daily.day,
+        daily.failures
+    from daily
+    -- joined on the key alone (a key pair may share a server's id; the case above tells them
+    -- apart), which keeps this an equality join
+    left join servers
+        on servers.project_id = daily.project_id
+        and servers.server_id = daily.key
+    where daily.failures > 0
 ),
 
 candidates as (
