@@ -114,7 +114,12 @@ def drop_warehouse(path: Path) -> None:
     warehouse = Warehouse(path)
     with warehouse.locked(lock_wait_seconds()):
         warehouse.drop()
-        shutil.rmtree(pipelines_dir(path) / pipeline_name(path), ignore_errors=True)
+        drop_dlt_state(path)
+
+
+def drop_dlt_state(path: Path) -> None:
+    """Deletes dlt's working folder of this warehouse (state, pending packages, traces)."""
+    shutil.rmtree(pipelines_dir(path) / pipeline_name(path), ignore_errors=True)
 
 
 def run(warehouse: Path | None = None, *, transform: bool = True, **source_args: Any) -> RunResult:
@@ -130,9 +135,7 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
         if not writer.exists():
             # dlt's state (what was loaded, the projects' fingerprints) lives with the warehouse:
             # no warehouse, no state, or an unchanged project would never be loaded again.
-            shutil.rmtree(
-                pipelines_dir(target.path) / pipeline_name(target.path), ignore_errors=True
-            )
+            drop_dlt_state(target.path)
         pipeline = make_pipeline(target)
         finish_pending_load(pipeline)
         with clock("extract"):
