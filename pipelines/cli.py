@@ -103,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
     simulate.add_argument("--token", default="sim-token", help="accepted X-Auth-Token")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay per request")
-    simulate.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429s")
-    simulate.add_argument("--error-rate", type=float, default=0.0, help="share of 500s")
-    simulate.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped sockets")
-    simulate.add_argument("--shift-rate", type=float, default=0.0, help="list shifts per page")
-    simulate.add_argument("--malformed-rate", type=float, default=0.0, help="bad records share")
+    simulate.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of 429s")
+    simulate.add_argument("--error-rate", type=_rate, default=0.0, help="share of 500s")
+    simulate.add_argument("--drop-rate", type=_rate, default=0.0, help="share of dropped sockets")
+    simulate.add_argument("--shift-rate", type=_rate, default=0.0, help="list shifts per page")
+    simulate.add_argument("--malformed-rate", type=_rate, default=0.0, help="bad records share")
 
     status = commands.add_parser(
         "status", help="the last runs per project and the warehouse's freshness"
@@ -131,6 +131,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
+    return value
+
+
+def _rate(text: str) -> float:
+    """A share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1")
     return value
 
 

@@ -91,9 +91,18 @@ def test_missing_credentials_exit_2_naming_the_key(simulator, configure, monkeyp
     assert "sources.kps.credentials.auth_token" in err[0]
 
 
-def test_bad_usage_exits_2():
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("run", "--log-format", "xml"),
+        ("simulate", "--throttle-rate", "2"),
+        ("status", "--max-age", "soon"),
+        ("report", "--days", "0"),
+    ],
+)
+def test_bad_usage_exits_2(argv):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("run", "--log-format", "xml")
+        run_cli(*argv)
     assert exit_info.value.code == 2
 
 
