@@ -16,7 +16,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
-from .client import ConfigError, KpsClient, Project, ProjectRead, is_loopback
+from .client import ConfigError, KpsClient, Project, ProjectRead, require_https
 from .records import fingerprints, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -49,11 +49,7 @@ class KpsCredentials(CredentialsConfiguration):
 
     def to_auth(self) -> Auth:
         """The first complete kind of credentials: token, then password, then AK/SK."""
-        if not self.iam_endpoint.startswith("https://") and not is_loopback(self.iam_endpoint):
-            raise ConfigError(
-                f"sources.kps.credentials.iam_endpoint {self.iam_endpoint!r}:"
-                " credentials go only over https"
-            )
+        require_https("sources.kps.credentials.iam_endpoint", self.iam_endpoint)
         if self.auth_token:
             return TokenAuth(self.auth_token)
         if self.user_name and self.password and self.domain_name:

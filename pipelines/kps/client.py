@@ -109,6 +109,16 @@ class ProjectRead:
         return self.error is None
 
 
+def require_https(setting: str, url: str) -> None:
+    """Credentials go only over https, except to loopback (where the simulator lives)."""
+    parsable = url.replace("{region}", "region")  # the endpoint is a template
+    scheme = urlsplit(parsable).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{setting} {url!r} is not an http(s) URL")
+    if scheme == "http" and not is_loopback(parsable):
+        raise ConfigError(f"{setting} {url!r}: credentials go only over https")
+
+
 def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
@@ -208,11 +218,7 @@ class KpsClient:
             raise ConfigError(f"page_size {page_size} is not between 1 and {MAX_PAGE_SIZE}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency {concurrency!r} is not a whole number of at least 1")
-        scheme = urlsplit(endpoint.replace("{region}", "r")).scheme
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"endpoint {endpoint!r} is not an http(s) URL")
-        if scheme == "http" and not is_loopback(endpoint.replace("{region}", "r")):
-            raise ConfigError(f"endpoint {endpoint!r}: credentials go only over https")
+        require_https("endpoint", endpoint)
         self.endpoint = endpoint.rstrip("/")
         self.auth = auth
         self.page_size = page_size
