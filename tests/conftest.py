@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.simulator import Simulator
+
+# The console script of this venv, for tests that run the command as a scheduler would.
+CLI = str(Path(sys.executable).parent / "kps-warehouse")
 
 # 2026-03-01T00:00:00Z: generated history ends here, so every test sees the same dates.
 FIXED_NOW_MS = 1_772_323_200_000

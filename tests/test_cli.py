@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from .conftest import query, run_cli
-
-CLI = str(Path(sys.executable).parent / "kps-warehouse")
+from .conftest import CLI, query, run_cli
 
 
 def test_every_command_has_help():

@@ -6,13 +6,9 @@ import json
 import os
 import pty
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-from .conftest import query, run_cli
-
-CLI = str(Path(sys.executable).parent / "kps-warehouse")
+from .conftest import CLI, query, run_cli
 
 
 def test_status_reports_last_runs_and_failures_in_a_row(

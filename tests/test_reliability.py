@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from .conftest import query
-
-CLI = str(Path(sys.executable).parent / "kps-warehouse")
+from .conftest import CLI, query
 
 
 def start_run(*args: str) -> subprocess.Popen:
