@@ -226,7 +226,7 @@ def finish_pending_load(pipeline: dlt.Pipeline) -> None:
     """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
         if pipeline.list_extracted_load_packages():
-            pipeline.normalize(loader_file_format="parquet")
+            pipeline.normalize()  # the arrow rows were written as parquet at extract
         if pipeline.list_normalized_load_packages():
             pipeline.load()
     except PipelineStepFailed as exc:

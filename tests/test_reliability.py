@@ -11,6 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines import pipeline
+from pipelines.warehouse import Warehouse
+
 from .conftest import CLI, query
 
 
@@ -178,3 +181,27 @@ def test_no_secret_reaches_output_logs_state_or_the_warehouse(
                 [f"%{secret}%"],
             ).fetchone()
             assert hits == (0,), (schema, table, column)
+
+
+def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=20)
+    configure()
+    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    simulator.delete_tasks(project_id, n=2)
+    # What a run killed right after its extract leaves: an extracted, unloaded package.
+    stopped = pipeline.make_pipeline(Warehouse(warehouse))
+    stopped.extract(pipeline.make_source(run_id="stopped-run"))
+    simulator.add_tasks(project_id, 3)
+
+    run = subprocess.run([CLI, "run", "--no-transform"], capture_output=True, text=True)
+
+    assert run.returncode == 0, run.stderr
+    runs = query(warehouse, "select run_id, tasks_seen from kps_raw.runs order by started_at")
+    assert [tasks_seen for _, tasks_seen in runs] == [20, 18, 21]
+    assert runs[1][0] == "stopped-run"
+    assert query(
+        warehouse,
+        "select count(*), count(_dlt_valid_to) from kps_raw.failed_tasks",
+    ) == [(23, 2)]
