@@ -584,3 +584,18 @@ def test_start_binds_the_requested_port() -> None:
         assert error_of(call(sim, "/")) == (404, "APIGW.0101")
     finally:
         sim.stop()
+
+
+def test_pages_follow_every_change_byte_for_byte(sim: Simulator) -> None:
+    project = sim.add_project(tasks=5)
+
+    bodies = [page(sim, project).body]
+    sim.add_tasks(project, 2)
+    bodies.append(page(sim, project).body)
+    sim.delete_tasks(project, n=3)
+    bodies.append(page(sim, project).body)
+
+    served = sim.tasks(project)
+    expected = json.dumps({"total": 4, "tasks": served}, ensure_ascii=False).encode()
+    assert bodies[2] == expected
+    assert [json.loads(b)["total"] for b in bodies] == [5, 7, 4]

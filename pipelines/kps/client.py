@@ -1,7 +1,7 @@
 """HTTP client of the KPS failed-tasks API: auth, paging, retries, a list that shifts.
 
 Knows nothing of dlt. It reads every page of a project, concurrently where `total` allows, and
-hands each page's records to a TaskBatch (see records.py).
+hands each page's body to records.py, which turns it into arrow rows and rejects.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from .auth import Auth, AuthError, canonical_query
-from .records import TaskBatch
+from .records import PageTasks, TaskBatch, read_page, read_page_fast
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PAGE_SIZE,
@@ -82,7 +82,7 @@ class Project:
 class Page:
     offset: int
     total: int | None
-    records: list[Any]
+    tasks: PageTasks
 
 
 @dataclass
@@ -92,8 +92,7 @@ class ProjectRead:
     project: Project
     batch: TaskBatch
     started_at: float
-    # The tasks as one arrow table, built in the read's own thread once the read ends; the
-    # batch's dicts are then dropped, so memory holds arrow, not Python objects.
+    # The tasks as one arrow table, built in the read's own thread once the read ends.
     table: pa.Table | None = None
     finished_at: float = 0.0
     error: str | None = None
@@ -298,9 +297,8 @@ class KpsClient:
                 read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
-        if read.ok:
-            read.table = read.batch.to_arrow()
-        read.batch.release()
+        table = read.batch.to_arrow()  # the batch lets its pages go
+        read.table = table if read.ok else None
         read.finished_at = time.time()
         return read
 
@@ -318,15 +316,14 @@ class KpsClient:
         ids: list[str] = []
         verdict = WHOLE
         for page in pages:
-            read.batch.add(page.records)
-            page_ids = [r.get("task_id") for r in page.records if isinstance(r, dict)]
-            page_ids = [i for i in page_ids if isinstance(i, str)]
+            read.batch.add(page.tasks)
+            page_ids = page.tasks.ids
             if len(set(page_ids)) != len(page_ids):
                 read.notes.append(f"the page at offset {page.offset} repeats task ids")
                 verdict = UNTRUSTED
             ids.extend(page_ids)
             if on_page:
-                on_page(project, len(page.records))
+                on_page(project, page.tasks.size)
         if read.hit_offset_ceiling:
             read.notes.append(f"the API's offset ceiling ({MAX_OFFSET}) was reached")
             verdict = UNTRUSTED
@@ -335,7 +332,7 @@ class KpsClient:
         if verdict == WHOLE and (len(id_set) != len(ids) or len(totals) > 1):
             read.notes.append(f"list shifted during pass {read.passes}")
             verdict = UNCONFIRMED
-        non_empty = sum(1 for page in pages if page.records)
+        non_empty = sum(1 for page in pages if page.tasks.size)
         if verdict == WHOLE and non_empty > 1 and totals != {len(ids)}:
             verdict = UNCONFIRMED
         return id_set, verdict
@@ -346,22 +343,22 @@ class KpsClient:
         limit = self.page_size
         page = self.get_page(project, 0, read)
         yield page
-        offset = len(page.records)
-        if len(page.records) < limit:
+        offset = page.tasks.size
+        if page.tasks.size < limit:
             return
         if page.total and page.total > offset:
             planned = range(offset, min(page.total, MAX_OFFSET + 1), limit)
             for page in self._fetch_parallel(project, planned, read):
                 yield page
-                offset = page.offset + len(page.records)
-                if len(page.records) < limit:
+                offset = page.offset + page.tasks.size
+                if page.tasks.size < limit:
                     return
         while offset <= MAX_OFFSET:
             page = self.get_page(project, offset, read)
             yield page
-            if len(page.records) < limit:
+            if page.tasks.size < limit:
                 return
-            offset += len(page.records)
+            offset += page.tasks.size
         read.hit_offset_ceiling = True
 
     def _fetch_parallel(
@@ -413,10 +410,27 @@ class KpsClient:
 
 
 def parse_page(response: requests.Response, offset: int, limit: int) -> Page:
-    """Checks the status and the shape of a FailedTasks page."""
+    """Checks the status and the shape of a FailedTasks page, and reads its records."""
     if response.status_code != 200:
         raise api_error(response)
     where = f"page at offset {offset}"
+    fast = read_page_fast(response.content)
+    if fast is not None:
+        total, tasks = fast
+    else:
+        total, tasks = _read_page_carefully(response, where)
+    if tasks.size > limit:
+        raise KpsResponseError(
+            f"{where} holds {tasks.size} tasks, more than the limit of {limit}: paging cannot"
+            " be trusted"
+        )
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = None  # only a hint: a missing or impossible total plans nothing
+    return Page(offset, total, tasks)
+
+
+def _read_page_carefully(response: requests.Response, where: str) -> tuple[Any, PageTasks]:
+    """The body parsed to Python objects, every record checked on its own."""
     try:
         body = response.json()
     except ValueError as exc:
@@ -429,15 +443,7 @@ def parse_page(response: requests.Response, offset: int, limit: int) -> Page:
     if not isinstance(tasks, list):
         state = "missing" if tasks is None else f"a JSON {type(tasks).__name__}"
         raise KpsResponseError(f"{where}: 'tasks' is {state}, not a list")
-    if len(tasks) > limit:
-        raise KpsResponseError(
-            f"{where} holds {len(tasks)} tasks, more than the limit of {limit}: paging cannot"
-            " be trusted"
-        )
-    total = body.get("total")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        total = None  # only a hint: a missing or impossible total plans nothing
-    return Page(offset, total, tasks)
+    return body.get("total"), read_page(tasks)
 
 
 def api_error(response: requests.Response) -> KpsApiError:

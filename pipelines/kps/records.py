@@ -6,19 +6,22 @@ can be loaded as is.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from .settings import (
     FAILED_TASKS_SCHEMA,
     MAX_TASK_TIME_MS,
     MIN_TASK_TIME_MS,
+    PAGE_TASKS_SCHEMA,
     TASK_FIELDS,
     TASKS_SCHEMA,
 )
@@ -28,6 +31,12 @@ _KNOWN = frozenset(TASK_FIELDS)
 # One in-memory DuckDB as a compute engine; each call takes its own cursor, which is
 # thread-safe and costs microseconds where a new connection costs about 10 ms.
 _DUCKDB = duckdb.connect()
+_PAGE_SCHEMA = pa.schema(
+    [
+        ("total", pa.int64()),
+        ("tasks", pa.list_(pa.struct([(f, pa.string()) for f in TASK_FIELDS]))),
+    ]
+)
 _HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
 
 
@@ -84,52 +93,131 @@ def check_record(record: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PageTasks:
+    """What one page listed: its loadable tasks, its rejects, and every task id it named."""
+
+    tasks: pa.Table  # PAGE_TASKS_SCHEMA, in page order
+    rejects: list[Reject]
+    ids: list[str]  # the string task ids of every record, loadable or not
+    size: int  # records listed, good and bad
+
+
+def read_page_fast(body: bytes) -> tuple[Any, PageTasks] | None:
+    """(total, tasks) of a plain page, parsed by arrow without a Python object per record.
+
+    A page is plain when it is one JSON object whose tasks are objects with only the documented
+    fields, each a string or null, and every record passes `check_record`. Anything else gives
+    None, and the caller takes the careful path (`read_page`), which knows every reason.
+    """
+    try:
+        parsed = pa_json.read_json(
+            io.BytesIO(body),
+            # One block holds the whole body, so a page never straddles two.
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=_PAGE_SCHEMA,
+                unexpected_field_behavior="error",
+                newlines_in_values=True,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if parsed.num_rows != 1:
+        return None
+    listed = parsed.column("tasks").chunk(0)
+    if listed.null_count:
+        return None
+    records = listed.flatten()
+    if records.null_count:
+        return None
+    tasks = pa.Table.from_struct_array(records)
+    if not _plainly_loadable(tasks):
+        return None
+    tasks = tasks.append_column("extra_fields", pa.nulls(len(tasks), pa.string()))
+    page = PageTasks(tasks, [], tasks["task_id"].to_pylist(), len(tasks))
+    return parsed.column("total")[0].as_py(), page
+
+
+def _plainly_loadable(tasks: pa.Table) -> bool:
+    """Whether `check_record` would pass every row; only ever errs towards False.
+
+    The schema already made every field a string or null; this checks what it cannot.
+    """
+    task_id, task_time = tasks["task_id"], tasks["task_time"]
+    if len(tasks) == 0:
+        return True
+    if task_id.null_count or task_time.null_count:
+        return False
+    # An id with a visible ASCII character is not blank; other ids are left to Python's strip().
+    if not pc.all(pc.match_substring_regex(task_id, "[!-~]")).as_py():
+        return False
+    if not pc.all(pc.match_substring_regex(task_time, "^[0-9]{1,15}$")).as_py():
+        return False
+    millis = pc.cast(task_time, pa.int64())
+    return pc.min(millis).as_py() >= MIN_TASK_TIME_MS and pc.max(millis).as_py() < MAX_TASK_TIME_MS
+
+
+def read_page(records: list[Any]) -> PageTasks:
+    """The careful path: each record checked on its own, rejects kept with their reason."""
+    loadable: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    for record in records:
+        reason = check_record(record)
+        if reason is not None:
+            rejects.append(Reject(reason, to_json(record)))
+            continue
+        if type(record["task_time"]) is not str or not record["task_time"].isdigit():
+            # a JSON number (or padded text), kept as the digits the API documents
+            text, _ = parse_task_time(record["task_time"])  # type: ignore[misc]
+            record = {**record, "task_time": text}
+        loadable.append(record)
+    columns = [pa.array([r.get(f) for r in loadable], pa.string()) for f in TASK_FIELDS] + [
+        pa.array([extra_fields(r) for r in loadable], pa.string())
+    ]
+    ids = [r["task_id"] for r in records if isinstance(r, dict) and type(r.get("task_id")) is str]
+    return PageTasks(pa.table(columns, PAGE_TASKS_SCHEMA), rejects, ids, len(records))
+
+
 class TaskBatch:
-    """Loadable rows of one project, column by column, plus the records that were rejected."""
+    """Loadable rows of one project, page by page, plus the records that were rejected."""
 
     def __init__(self, project_id: str, region: str, run_id: str) -> None:
         self.project_id = project_id
         self.region = region
         self.run_id = run_id
         self.rejects: list[Reject] = []
-        self._rows: dict[str, dict[str, Any]] = {}
+        self._pages: list[pa.Table] = []
         self.count = 0
 
-    def add(self, records: Iterable[Any]) -> None:
-        """Adds one page's records; a task id read again replaces the earlier read."""
-        for record in records:
-            reason = check_record(record)
-            if reason is not None:
-                self.rejects.append(Reject(reason, to_json(record)))
-                continue
-            if type(record["task_time"]) is not str or not record["task_time"].isdigit():
-                # a JSON number (or padded text), kept as the digits the API documents
-                text, _ = parse_task_time(record["task_time"])  # type: ignore[misc]
-                record = {**record, "task_time": text}
-            self._rows[record["task_id"]] = record
+    def add(self, page: PageTasks) -> None:
+        """Adds one page's tasks; a task id read again replaces the earlier read."""
+        self._pages.append(page.tasks)
+        self.rejects.extend(page.rejects)
 
     def __len__(self) -> int:
-        return len(self._rows) or self.count
-
-    def release(self) -> None:
-        """Drops the records (once they are in arrow), keeping their count."""
-        self.count = len(self._rows)
-        self._rows = {}
+        return self.count
 
     def to_arrow(self) -> pa.Table:
-        """The rows as a table of TASKS_SCHEMA, `failed_at` converted from epoch ms; the row
-        hashes are added later, for all projects at once (see `with_row_hashes`)."""
-        records = list(self._rows.values())
-        # Column by column from the dicts: three times faster than arrow's struct conversion.
-        columns = {f: pa.array([r.get(f) for r in records], pa.string()) for f in TASK_FIELDS}
-        n = len(records)
-        columns["project_id"] = pa.array([self.project_id] * n, pa.string())
-        columns["region"] = pa.array([self.region] * n, pa.string())
-        columns["run_id"] = pa.array([self.run_id] * n, pa.string())
-        columns["extra_fields"] = pa.array([extra_fields(r) for r in records], pa.string())
+        """The rows as a table of TASKS_SCHEMA, `failed_at` converted from epoch ms, one row per
+        task id; the pages are let go. Row hashes are added later, for all projects at once
+        (see `with_row_hashes`)."""
+        table = pa.concat_tables([PAGE_TASKS_SCHEMA.empty_table(), *self._pages])
+        self._pages = []
+        if pc.count_distinct(table["task_id"]).as_py() < len(table):
+            # Read more than once (several passes, a shifting list): the last read wins.
+            last = {task_id: row for row, task_id in enumerate(table["task_id"].to_pylist())}
+            table = table.take(sorted(last.values()))
+        n = self.count = len(table)
         # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
-        millis = pc.cast(columns["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-        columns["failed_at"] = millis.cast(pa.timestamp("us", tz="UTC"))
+        millis = pc.cast(table["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        columns = {
+            **{name: table[name] for name in PAGE_TASKS_SCHEMA.names},
+            "project_id": pa.array([self.project_id] * n, pa.string()),
+            "region": pa.array([self.region] * n, pa.string()),
+            "run_id": pa.array([self.run_id] * n, pa.string()),
+            "failed_at": millis.cast(pa.timestamp("us", tz="UTC")),
+        }
         return pa.table([columns[name] for name in TASKS_SCHEMA.names], TASKS_SCHEMA)
 
 

@@ -57,6 +57,11 @@ FAILED_TASKS_SCHEMA = pa.schema(
 # The same without row_hash: what one project's read becomes before the hashes are added.
 TASKS_SCHEMA = pa.schema([f for f in FAILED_TASKS_SCHEMA if f.name != "row_hash"])
 
+# What a page's loadable records become: the documented fields as delivered, and the rest.
+PAGE_TASKS_SCHEMA = pa.schema(
+    [pa.field(name, pa.string()) for name in (*TASK_FIELDS, "extra_fields")]
+)
+
 REJECTED_RECORDS_SCHEMA = pa.schema(
     [
         pa.field("resource", pa.string(), nullable=False),
