@@ -128,7 +128,37 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     assert run_cli("run", "--no-transform") == 0
 
     assert query(warehouse, "select * from kps_raw.failed_tasks order by task_id") == before
-    assert query(warehouse, "select count(*) from kps_raw.runs") == [(2,)]
+    # `total` is capped at 1000, so the first run needed two passes to agree; the second read
+    # its pages back byte for byte as before: one pass, nothing parsed, the run row still whole.
+    assert query(
+        warehouse, "select tasks_seen, pages, complete, note from kps_raw.runs order by run_id"
+    ) == [(1_200, 4, True, None), (1_200, 2, True, "unchanged since the last complete read")]
+
+
+def test_a_change_on_one_page_reads_the_unchanged_pages_too(simulator, configure, warehouse):
+    project_id = simulator.add_project(tasks=2_500)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+
+    # The oldest task is served last: only the page at offset 2000 changes, not `total`.
+    oldest = simulator.tasks(project_id)[-1]
+    simulator.delete_tasks(project_id, ids=[oldest["task_id"]])
+    simulator.add_tasks(project_id, [{**oldest, "task_error_msg": "changed"}])
+    assert run_cli("run", "--no-transform") == 0
+
+    rows = query(
+        warehouse,
+        """
+        select count(*), count(*) filter (where _dlt_valid_to is null),
+            count(*) filter (where task_error_msg = 'changed' and _dlt_valid_to is null)
+        from kps_raw.failed_tasks
+        """,
+    )
+    assert rows == [(2_501, 2_500, 1)]
+    assert query(warehouse, "select tasks_seen, note from kps_raw.runs order by run_id") == [
+        (2_500, None),
+        (2_500, None),
+    ]
 
 
 def test_a_project_that_now_lists_nothing_has_every_task_cleared(simulator, configure, warehouse):

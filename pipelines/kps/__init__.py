@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import astuple
 from datetime import UTC, datetime
 
 import dlt
@@ -16,7 +17,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
-from .client import ConfigError, KpsClient, Project, ProjectRead, require_https
+from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
 from .records import fingerprints, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -132,9 +133,10 @@ def read_all(
     projects: Sequence[Project],
     run_id: str,
     on_page: Callable[[Project, int], None] | None = None,
+    known: Mapping[str, Sequence[PageMark]] | None = None,
 ) -> list[ProjectRead]:
     """Every project read, in the configured order."""
-    reads = {r.project: r for r in client.read_projects(projects, run_id, on_page)}
+    reads = {r.project: r for r in client.read_projects(projects, run_id, on_page, known)}
     return [reads[p] for p in projects]
 
 
@@ -171,36 +173,49 @@ def kps(
         backoff_seconds=backoff_seconds,
     )
     wanted = select_projects(client, credentials.iam_endpoint, project_ids, region, projects, only)
-    reads = read_all(client, wanted, run_id, on_page)
+    state = last_state()
+    last: dict[str, str] = state.get("fingerprints", {})
+    known = {
+        pid: [PageMark(*mark) for mark in marks]
+        for pid, marks in state.get("pages", {}).items()
+        if pid in last
+    }
+    reads = read_all(client, wanted, run_id, on_page, known)
     tasks = with_row_hashes([r.table for r in reads if r.table is not None])
     for read in reads:
         read.table = None  # `tasks` holds the rows now
     listed = fingerprints(tasks)
     complete = {
-        r.project.project_id: listed.get(r.project.project_id, EMPTY) for r in reads if r.complete
+        r.project.project_id: last[r.project.project_id]
+        if r.unchanged
+        else listed.get(r.project.project_id, EMPTY)
+        for r in reads
+        if r.complete
     }
     # A project read completely that says exactly what it said last time is left out of the
     # load: its tasks in the warehouse are already what the API lists.
-    last = last_fingerprints()
     unchanged = [pid for pid, fp in complete.items() if last.get(pid) == fp]
     if unchanged:
         tasks = tasks.filter(pc.invert(pc.is_in(tasks["project_id"], pa.array(unchanged))))
+    pages = {r.project.project_id: r.marks for r in reads if r.ok}
     return (
-        failed_tasks(tasks, sorted(complete.keys() - set(unchanged)), started_at, complete),
+        failed_tasks(tasks, sorted(complete.keys() - set(unchanged)), started_at, complete, pages),
         rejected_records(reads, started_at),
         runs(reads, run_id, started_at),
     )
 
 
-def last_fingerprints() -> dict[str, str]:
-    """The fingerprints of each project's last complete read, from dlt's source state.
+def last_state() -> dict[str, dict]:
+    """What the last runs left in dlt's source state: per project, the `fingerprints` of its
+    last complete read and the `pages` that read saw (when one pass proved it whole).
 
     No pipeline (a dry run) means no state, and then nothing is skipped.
     """
     try:
-        return dict(dlt.current.source_state().get("fingerprints", {}))
+        state = dlt.current.source_state()
     except PipelineStateNotAvailable:
         return {}
+    return {key: dict(state.get(key, {})) for key in ("fingerprints", "pages")}
 
 
 def new_run_id() -> str:
@@ -212,10 +227,12 @@ def failed_tasks(
     complete: Sequence[str],
     started_at: datetime,
     listed: dict[str, str],
+    pages: dict[str, list[PageMark] | None],
 ) -> DltResource:
     """One version per task and change. A task absent from a complete read of its project
     (`complete`) is retired, cleared, at `started_at`; other projects retire nothing. Records
-    the fingerprints of the `listed` projects in the source state as the data is extracted."""
+    the fingerprints of the `listed` projects, and the `pages` each read saw, in the source
+    state as the data is extracted, so that they land with it."""
     scope = (
         "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in complete) + ")"
         if complete
@@ -237,7 +254,14 @@ def failed_tasks(
         },
     )
     def _failed_tasks() -> Iterator[pa.Table]:
-        dlt.current.source_state().setdefault("fingerprints", {}).update(listed)
+        state = dlt.current.source_state()
+        state.setdefault("fingerprints", {}).update(listed)
+        kept = state.setdefault("pages", {})
+        for project_id, marks in pages.items():
+            if marks is None:
+                kept.pop(project_id, None)
+            else:
+                kept[project_id] = [list(astuple(mark)) for mark in marks]
         # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
         yield FAILED_TASKS_SCHEMA.empty_table()
         table = pending.pop()
@@ -288,7 +312,7 @@ def runs(reads: Sequence[ProjectRead], run_id: str, started_at: datetime) -> Dlt
                 "started_at": started_at,
                 "finished_at": datetime.fromtimestamp(read.finished_at, UTC),
                 "status": "ok" if read.ok else "failed",
-                "tasks_seen": len(read.batch),
+                "tasks_seen": read.tasks_seen,
                 "rejected": len(read.batch.rejects),
                 "error": read.error,
                 "complete": read.ok and read.complete,

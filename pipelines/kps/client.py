@@ -6,11 +6,13 @@ hands each page's body to records.py, which turns it into arrow rows and rejects
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,11 +80,27 @@ class Project:
             raise ConfigError(f"region {self.region!r} is not a region name like 'cn-north-4'")
 
 
+@dataclass(frozen=True)
+class PageMark:
+    """What a page said, kept between runs: its offset, a digest of its bytes, its size and
+    `total`. A page with the same digest at the same offset says the same again."""
+
+    offset: int
+    digest: str
+    size: int
+    total: int | None
+
+
 @dataclass
 class Page:
     offset: int
     total: int | None
-    tasks: PageTasks
+    size: int
+    digest: str
+    # None while the page is byte for byte what the last complete read saw (its `body` kept
+    # until the pass shows whether it must be read after all).
+    tasks: PageTasks | None
+    body: bytes | None = None
 
 
 @dataclass
@@ -92,6 +110,12 @@ class ProjectRead:
     project: Project
     batch: TaskBatch
     started_at: float
+    # The pages of the last complete read, by offset: when a first pass brings back exactly
+    # these, nothing changed and nothing needs parsing.
+    known: Mapping[int, PageMark] = field(default_factory=dict)
+    unchanged: bool = False
+    # The pages of this read's last pass, for the next run; None unless the read was complete.
+    marks: list[PageMark] | None = None
     # The tasks as one arrow table, built in the read's own thread once the read ends.
     table: pa.Table | None = None
     finished_at: float = 0.0
@@ -106,6 +130,12 @@ class ProjectRead:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def tasks_seen(self) -> int:
+        if self.unchanged:
+            return sum(mark.size for mark in self.known.values())
+        return len(self.batch)
 
 
 def require_https(setting: str, url: str) -> None:
@@ -249,7 +279,17 @@ class KpsClient:
             response = self._get(project, url, read)
         with self._count_lock:
             read.pages += 1
-        return parse_page(response, offset, self.page_size)
+        if response.status_code != 200:
+            raise api_error(response)
+        body = response.content
+        digest = page_digest(self.page_size, offset, body)
+        mark = read.known.get(offset) if read.passes == 1 else None
+        if mark is not None and mark.digest == digest:
+            return Page(offset, mark.total, mark.size, digest, None, body)
+        total, tasks = parse_body(
+            body, response.headers.get("Content-Type"), offset, self.page_size
+        )
+        return Page(offset, total, tasks.size, digest, tasks)
 
     def _get(self, project: Project, url: str, read: ProjectRead) -> requests.Response:
         with self._slots:
@@ -266,21 +306,32 @@ class KpsClient:
                     read.requests += 1
 
     def read_project(
-        self, project: Project, run_id: str, on_page: Callable[[Project, int], None] | None = None
+        self,
+        project: Project,
+        run_id: str,
+        on_page: Callable[[Project, int], None] | None = None,
+        known: Sequence[PageMark] = (),
     ) -> ProjectRead:
         """Every task of a project, re-reading while the list shifts; never raises KpsError.
 
         `complete` is set only when a pass proves itself whole or two passes agree: only then
-        may tasks missing from the read be cleared.
+        may tasks missing from the read be cleared. `known` are the pages of the project's last
+        complete read: if they come back unchanged, the read is `unchanged` and parses nothing.
         """
         read = ProjectRead(
-            project, TaskBatch(project.project_id, project.region, run_id), time.time()
+            project,
+            TaskBatch(project.project_id, project.region, run_id),
+            time.time(),
+            known={mark.offset: mark for mark in known},
         )
         previous_ids: frozenset[str] | None = None
         try:
             while read.passes < self.max_passes:
                 read.passes += 1
                 ids, verdict = self._one_pass(project, read, on_page)
+                if read.unchanged:
+                    read.complete = True
+                    break
                 if verdict == UNTRUSTED:
                     break
                 if verdict == WHOLE or ids == previous_ids:
@@ -297,6 +348,8 @@ class KpsClient:
                 read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
+        if not (read.ok and read.complete) or read.batch.rejects:
+            read.marks = None  # only a complete read without rejects can vouch for a next one
         table = read.batch.to_arrow()  # the batch lets its pages go
         read.table = table if read.ok else None
         read.finished_at = time.time()
@@ -313,17 +366,26 @@ class KpsClient:
         within one page, the offset ceiling reached): no number of passes can prove it whole.
         """
         pages = list(self._pages(project, read))
+        if on_page:
+            for page in pages:
+                on_page(project, page.size)
+        if pages and all(p.tasks is None for p in pages) and len(pages) == len(read.known):
+            read.unchanged = True
+            read.marks = sorted(read.known.values(), key=lambda mark: mark.offset)
+            read.notes.append("unchanged since the last complete read")
+            return frozenset(), WHOLE
         ids: list[str] = []
         verdict = WHOLE
         for page in pages:
+            if page.tasks is None:  # the same as last time, but the pass as a whole is not
+                page.tasks = parse_body(page.body or b"", None, page.offset, self.page_size)[1]
+                page.body = None
             read.batch.add(page.tasks)
             page_ids = page.tasks.ids
             if len(set(page_ids)) != len(page_ids):
                 read.notes.append(f"the page at offset {page.offset} repeats task ids")
                 verdict = UNTRUSTED
             ids.extend(page_ids)
-            if on_page:
-                on_page(project, page.tasks.size)
         if read.hit_offset_ceiling:
             read.notes.append(f"the API's offset ceiling ({MAX_OFFSET}) was reached")
             verdict = UNTRUSTED
@@ -332,9 +394,10 @@ class KpsClient:
         if verdict == WHOLE and (len(id_set) != len(ids) or len(totals) > 1):
             read.notes.append(f"list shifted during pass {read.passes}")
             verdict = UNCONFIRMED
-        non_empty = sum(1 for page in pages if page.tasks.size)
+        non_empty = sum(1 for page in pages if page.size)
         if verdict == WHOLE and non_empty > 1 and totals != {len(ids)}:
             verdict = UNCONFIRMED
+        read.marks = [PageMark(p.offset, p.digest, p.size, p.total) for p in pages]
         return id_set, verdict
 
     def _pages(self, project: Project, read: ProjectRead) -> Iterator[Page]:
@@ -343,22 +406,22 @@ class KpsClient:
         limit = self.page_size
         page = self.get_page(project, 0, read)
         yield page
-        offset = page.tasks.size
-        if page.tasks.size < limit:
+        offset = page.size
+        if page.size < limit:
             return
         if page.total and page.total > offset:
             planned = range(offset, min(page.total, MAX_OFFSET + 1), limit)
             for page in self._fetch_parallel(project, planned, read):
                 yield page
-                offset = page.offset + page.tasks.size
-                if page.tasks.size < limit:
+                offset = page.offset + page.size
+                if page.size < limit:
                     return
         while offset <= MAX_OFFSET:
             page = self.get_page(project, offset, read)
             yield page
-            if page.tasks.size < limit:
+            if page.size < limit:
                 return
-            offset += page.tasks.size
+            offset += page.size
         read.hit_offset_ceiling = True
 
     def _fetch_parallel(
@@ -399,26 +462,32 @@ class KpsClient:
         projects: Sequence[Project],
         run_id: str,
         on_page: Callable[[Project, int], None] | None = None,
+        known: Mapping[str, Sequence[PageMark]] | None = None,
     ) -> Iterator[ProjectRead]:
-        """Reads projects concurrently, yielding each as it finishes."""
+        """Reads projects concurrently, yielding each as it finishes; `known` holds the pages
+        of each project's last complete read (see `read_project`)."""
+        known = known or {}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures: list[Future[ProjectRead]] = [
-                pool.submit(self.read_project, p, run_id, on_page) for p in projects
+                pool.submit(self.read_project, p, run_id, on_page, known.get(p.project_id, ()))
+                for p in projects
             ]
             for future in as_completed(futures):
                 yield future.result()
 
 
-def parse_page(response: requests.Response, offset: int, limit: int) -> Page:
-    """Checks the status and the shape of a FailedTasks page, and reads its records."""
-    if response.status_code != 200:
-        raise api_error(response)
+def page_digest(limit: int, offset: int, body: bytes) -> str:
+    """Names a page's bytes at its place in the list; 128 bits, so equal means equal."""
+    return hashlib.blake2b(b"%d:%d:%b" % (limit, offset, body), digest_size=16).hexdigest()
+
+
+def parse_body(
+    body: bytes, content_type: str | None, offset: int, limit: int
+) -> tuple[int | None, PageTasks]:
+    """`total` and the records of a 200 answer's body, checked for the shape of a page."""
     where = f"page at offset {offset}"
-    fast = read_page_fast(response.content)
-    if fast is not None:
-        total, tasks = fast
-    else:
-        total, tasks = _read_page_carefully(response, where)
+    fast = read_page_fast(body)
+    total, tasks = fast if fast is not None else _read_page_carefully(body, content_type, where)
     if tasks.size > limit:
         raise KpsResponseError(
             f"{where} holds {tasks.size} tasks, more than the limit of {limit}: paging cannot"
@@ -426,24 +495,26 @@ def parse_page(response: requests.Response, offset: int, limit: int) -> Page:
         )
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         total = None  # only a hint: a missing or impossible total plans nothing
-    return Page(offset, total, tasks)
+    return total, tasks
 
 
-def _read_page_carefully(response: requests.Response, where: str) -> tuple[Any, PageTasks]:
+def _read_page_carefully(
+    body: bytes, content_type: str | None, where: str
+) -> tuple[Any, PageTasks]:
     """The body parsed to Python objects, every record checked on its own."""
     try:
-        body = response.json()
-    except ValueError as exc:
-        kind = response.headers.get("Content-Type", "unknown content type")
-        snippet = _first_line(response.text)[:60]
+        parsed = json.loads(body.decode("utf-8-sig"))
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        kind = content_type or "unknown content type"
+        snippet = _first_line(body.decode("utf-8", errors="replace"))[:60]
         raise KpsResponseError(f"{where} is not JSON ({kind}): {snippet!r}") from exc
-    if not isinstance(body, dict):
-        raise KpsResponseError(f"{where} is a JSON {type(body).__name__}, not an object")
-    tasks = body.get("tasks")
+    if not isinstance(parsed, dict):
+        raise KpsResponseError(f"{where} is a JSON {type(parsed).__name__}, not an object")
+    tasks = parsed.get("tasks")
     if not isinstance(tasks, list):
         state = "missing" if tasks is None else f"a JSON {type(tasks).__name__}"
         raise KpsResponseError(f"{where}: 'tasks' is {state}, not a list")
-    return body.get("total"), read_page(tasks)
+    return parsed.get("total"), read_page(tasks)
 
 
 def api_error(response: requests.Response) -> KpsApiError:

@@ -130,10 +130,9 @@ class Project:
     pool: Pool
     tasks: list[dict] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
-    # Each task as JSON bytes, in served order, built on the first plain page after a change:
-    # serving then costs a join instead of a deep copy and an encode, so the simulator is not
-    # what limits a benchmark's client.
-    encoded: list[bytes] | None = None
+    # Each task as JSON bytes, in step with `tasks`: a plain page costs a join instead of a
+    # deep copy and an encode, so the simulator is not what limits a benchmark's client.
+    encoded: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -589,9 +588,10 @@ def _insert(project: Project, tasks: list[dict]) -> list[dict]:
         raise ValueError("a task_id must be unique within its project")
     added = copy.deepcopy(tasks)
     for task in added:
-        bisect.insort(project.tasks, task, key=served_order)
+        at = bisect.bisect(project.tasks, served_order(task), key=served_order)
+        project.tasks.insert(at, task)
+        project.encoded.insert(at, json.dumps(task, ensure_ascii=False).encode())
     project.ids.update(ids)
-    project.encoded = None
     return added
 
 
@@ -601,17 +601,16 @@ def _remove(project: Project, ids: list[str]) -> list[dict]:
     if missing:
         raise KeyError(f"no such tasks: {missing}")
     wanted = set(ids)
+    kept = [i for i, task in enumerate(project.tasks) if task.get("task_id") not in wanted]
     removed = [task for task in project.tasks if task.get("task_id") in wanted]
-    project.tasks = [task for task in project.tasks if task.get("task_id") not in wanted]
+    project.tasks = [project.tasks[i] for i in kept]
+    project.encoded = [project.encoded[i] for i in kept]
     project.ids -= wanted
-    project.encoded = None
     return removed
 
 
 def _plain_page(project: Project, total: int, offset: int, limit: int) -> bytes:
     """The page's body, byte for byte what `json_reply` makes of it. Caller holds the lock."""
-    if project.encoded is None:
-        project.encoded = [json.dumps(task, ensure_ascii=False).encode() for task in project.tasks]
     tasks = b", ".join(project.encoded[offset : offset + limit])
     return b'{"total": %d, "tasks": [%b]}' % (total, tasks)
 
