@@ -154,3 +154,20 @@ def test_a_429_holds_back_every_request_of_the_run_not_only_its_own(simulator):
         # is being read); none may start later while the API asks us to wait.
         started = [arrived - at for _, (arrived, _) in log if at + 0.2 < arrived < at + 0.8]
         assert started == []
+
+
+def test_the_environments_proxy_settings_are_honoured(simulator, monkeypatch):
+    project = Project(simulator.add_project(tasks=3), "cn-north-4")
+    # Nothing listens on port 9: a request sent through this proxy fails.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = KpsClient(simulator.endpoint, TokenAuth(simulator.token), max_retries=0)
+
+    [read] = proxied.read_projects([project], "run-1")
+
+    assert read.error is not None and "ProxyError" in read.error
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = KpsClient(simulator.endpoint, TokenAuth(simulator.token), max_retries=0)
+    [read] = direct.read_projects([project], "run-1")
+    assert read.ok and read.tasks_seen == 3

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.exceptions import PipelineStateNotAvailable
+from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
@@ -29,6 +30,7 @@ from .settings import (
     RUNS_SCHEMA,
 )
 
+LOAD_ID_COLUMN = pa.field("_dlt_load_id", pa.string(), nullable=False)
 # The fingerprint of a project that lists nothing.
 EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
 
@@ -263,11 +265,11 @@ def failed_tasks(
             else:
                 kept[project_id] = [list(astuple(mark)) for mark in marks]
         # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
-        yield FAILED_TASKS_SCHEMA.empty_table()
+        yield with_load_id(FAILED_TASKS_SCHEMA.empty_table())
         table = pending.pop()
         # A few large tables, not one per project: dlt's cost is per table it is handed.
         for start in range(0, table.num_rows, ROWS_PER_TABLE):
-            yield table.slice(start, ROWS_PER_TABLE)
+            yield with_load_id(table.slice(start, ROWS_PER_TABLE))
 
     return _failed_tasks()
 
@@ -294,7 +296,7 @@ def rejected_records(reads: Sequence[ProjectRead], rejected_at: datetime) -> Dlt
             for read in reads
             for reject in read.batch.rejects
         ]
-        yield pa.Table.from_pylist(rows, REJECTED_RECORDS_SCHEMA)
+        yield with_load_id(pa.Table.from_pylist(rows, REJECTED_RECORDS_SCHEMA))
 
     return _rejected_records()
 
@@ -322,9 +324,21 @@ def runs(reads: Sequence[ProjectRead], run_id: str, started_at: datetime) -> Dlt
             }
             for read in reads
         ]
-        yield pa.Table.from_pylist(rows, RUNS_SCHEMA)
+        yield with_load_id(pa.Table.from_pylist(rows, RUNS_SCHEMA))
 
     return _runs()
+
+
+def with_load_id(table: pa.Table) -> pa.Table:
+    """The rows with dlt's `_dlt_load_id`, as dict rows get it. Added here, as the rows are
+    extracted, because dlt's normalizer would rewrite every file to add it. Without a load
+    (a dry run) the rows go as they are."""
+    try:
+        load_id = dlt.current.load_package_state()["load_id"]
+    except CurrentLoadPackageStateNotAvailable:
+        return table
+    column = pa.array([load_id], pa.string()).take(pa.array([0] * len(table), pa.int32()))
+    return table.append_column(LOAD_ID_COLUMN, column)
 
 
 def arrow_columns(schema: pa.Schema) -> dict[str, dict[str, object]]:

@@ -15,7 +15,7 @@ MAX_OFFSET = 100_000
 MAX_PASSES = 3
 
 # Requests to one project run this many at a time at most, across all projects.
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 
 # Rows per arrow table handed to dlt: dlt's extract cost is per table, not per row.
 ROWS_PER_TABLE = 100_000
