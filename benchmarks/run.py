@@ -38,6 +38,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pipelines.kps.settings import DEFAULT_CONCURRENCY
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results.md"
 
@@ -61,7 +63,6 @@ MAX_REPEAT_SHARE = 0.25  # "a small fraction of the first run"
 MAX_MODELS_SECONDS = 6.0  # "a few seconds" for every model and data test on a million tasks
 MAX_REPORT_SECONDS = 10.0
 
-DEFAULT_CONCURRENCY = 8  # the kps source's default (pipelines/kps/settings.py)
 WORKER_TIMEOUT_SECONDS = 3600.0
 # Settings a developer may have exported that would change the workloads; concurrency stays,
 # because it is the configuration section B checks against.
