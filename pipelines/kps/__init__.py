@@ -19,6 +19,7 @@ from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
+from .records import fingerprints, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -30,6 +31,8 @@ from .settings import (
 )
 
 LOAD_ID_COLUMN = pa.field("_dlt_load_id", pa.string(), nullable=False)
+# The fingerprint of a project that lists nothing.
+EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
 
 __all__ = ["KpsCredentials", "Project", "kps", "projects_from_config", "read_all"]
 
@@ -180,13 +183,14 @@ def kps(
         if pid in last
     }
     reads = read_all(client, wanted, run_id, on_page, known)
-    tasks = pa.concat_tables(
-        [FAILED_TASKS_SCHEMA.empty_table(), *(r.table for r in reads if r.table is not None)]
-    )
+    tasks = with_row_hashes([r.table for r in reads if r.table is not None])
     for read in reads:
         read.table = None  # `tasks` holds the rows now
+    listed = fingerprints(tasks)
     complete = {
-        r.project.project_id: last[r.project.project_id] if r.unchanged else r.fingerprint
+        r.project.project_id: last[r.project.project_id]
+        if r.unchanged
+        else listed.get(r.project.project_id, EMPTY)
         for r in reads
         if r.complete
     }

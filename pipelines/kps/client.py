@@ -25,14 +25,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from .auth import Auth, AuthError, canonical_query
-from .records import (
-    PageTasks,
-    TaskBatch,
-    fingerprint,
-    read_page,
-    read_page_fast,
-    with_row_hashes,
-)
+from .records import PageTasks, TaskBatch, read_page, read_page_fast
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PAGE_SIZE,
@@ -123,10 +116,8 @@ class ProjectRead:
     unchanged: bool = False
     # The pages of this read's last pass, for the next run; None unless the read was complete.
     marks: list[PageMark] | None = None
-    # The tasks as one arrow table of FAILED_TASKS_SCHEMA and its fingerprint, built in the
-    # read's own thread once the read ends.
+    # The tasks as one arrow table, built in the read's own thread once the read ends.
     table: pa.Table | None = None
-    fingerprint: str | None = None
     finished_at: float = 0.0
     error: str | None = None
     complete: bool = False
@@ -381,9 +372,7 @@ class KpsClient:
             read.marks = None  # only a complete read without rejects can vouch for a next one
         if not read.unchanged:
             table = read.batch.to_arrow()  # the batch lets its pages go
-            if read.ok:
-                read.table = with_row_hashes([table])
-                read.fingerprint = fingerprint(read.table)
+            read.table = table if read.ok else None
         read.finished_at = time.time()
         return read
 

@@ -6,7 +6,6 @@ can be loaded as is.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Mapping
@@ -235,8 +234,8 @@ def with_row_hashes(tables: list[pa.Table]) -> pa.Table:
     that any change in what the API says makes a new one.
 
     md5 over the length-prefixed fields (no text, control characters included, can fake a field
-    boundary), computed by DuckDB: per row it is ten times faster than Python, and it runs
-    outside the GIL, in each project's read thread.
+    boundary), computed by DuckDB in one query over all rows: per row it is ten times faster
+    than Python, and one query instead of one per project saves DuckDB's per-query cost.
     """
     table = pa.concat_tables([TASKS_SCHEMA.empty_table(), *tables])
     fields = ("project_id", "region", *_HASHED_FIELDS)
@@ -249,6 +248,12 @@ def with_row_hashes(tables: list[pa.Table]) -> pa.Table:
     return table.select(FAILED_TASKS_SCHEMA.names).cast(FAILED_TASKS_SCHEMA)
 
 
-def fingerprint(table: pa.Table) -> str:
-    """What a project's rows say, in one hash, whatever their order."""
-    return hashlib.md5("".join(sorted(table["row_hash"].to_pylist())).encode()).hexdigest()
+def fingerprints(table: pa.Table) -> dict[str, str]:
+    """What each project's rows say, in one hash per project, whatever their order."""
+    with _DUCKDB.cursor() as con:
+        con.register("tasks", table.select(["project_id", "row_hash"]))
+        rows = con.execute(
+            "select project_id, md5(string_agg(row_hash, '' order by row_hash))"
+            " from tasks group by project_id"
+        ).fetchall()
+    return dict(rows)
