@@ -340,8 +340,7 @@ def with_load_id(table: pa.Table) -> pa.Table:
         load_id = dlt.current.load_package_state()["load_id"]
     except CurrentLoadPackageStateNotAvailable:
         return table
-    column = pa.array([load_id], pa.string()).take(pa.array([0] * len(table), pa.int32()))
-    return table.append_column(LOAD_ID_COLUMN, column)
+    return table.append_column(LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id), len(table)))
 
 
 def arrow_columns(schema: pa.Schema) -> dict[str, dict[str, object]]:
