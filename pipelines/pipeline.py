@@ -148,7 +148,7 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
             # no warehouse, no state, or an unchanged project would never be loaded again.
             drop_dlt_state(target.path)
         pipeline = make_pipeline(target)
-        finish_pending_load(pipeline)
+        finish_pending_load(pipeline, writer)
         with clock("extract"):
             source = make_source(run_id=run_id, **source_args)
         with clock("load"):
@@ -233,15 +233,41 @@ def build_models(database: Path, result: RunResult) -> None:
         result.transform_error = str(exc)
 
 
-def finish_pending_load(pipeline: dlt.Pipeline) -> None:
+def finish_pending_load(pipeline: dlt.Pipeline, database: Path) -> None:
     """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
         if pipeline.list_extracted_load_packages():
             pipeline.normalize()  # the arrow rows were written as parquet at extract
         if pipeline.list_normalized_load_packages():
             pipeline.load()
+            drop_doubled_rows(database)
     except PipelineStepFailed as exc:
         raise RunError(f"finishing the previous run's load failed: {root_cause(exc)}") from exc
+
+
+# What makes a row unique in each table a resumed load can double.
+ROW_KEYS = {
+    "failed_tasks": "project_id, task_id, row_hash, _dlt_valid_from",
+    "runs": "run_id, project_id",
+}
+
+
+def drop_doubled_rows(database: Path) -> None:
+    """A resumed load runs again the job a kill interrupted, but DuckDB may have committed that
+    job's rows already: they then arrive twice (in the staging table, and so in the merge).
+    A version of a task, or a project's row of a run, exists once; extra copies are deleted."""
+    with duckdb.connect(str(database)) as con:
+        for table, key in ROW_KEYS.items():
+            con.execute(
+                f"""
+                delete from {DATASET}.{table} where rowid in (
+                    select rowid from (
+                        select rowid, row_number() over (partition by {key} order by rowid) as copy
+                        from {DATASET}.{table}
+                    ) where copy > 1
+                )
+                """
+            )
 
 
 def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:

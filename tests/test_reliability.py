@@ -43,7 +43,7 @@ def wait_for_requests(simulator, n: int, timeout: float = 30.0) -> None:
         time.sleep(0.005)
 
 
-@pytest.mark.parametrize("delay_after_extract", [None, 0.0, 0.15, 0.4, 0.8])
+@pytest.mark.parametrize("delay_after_extract", [None, 0.0, 0.15, 0.4, 0.6, 0.8, 1.0])
 def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes(
     simulator, configure, warehouse, delay_after_extract
 ):
@@ -80,6 +80,23 @@ def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes
     assert query(
         warehouse, "select count(*) from kps_raw.failed_tasks where _dlt_valid_to is not null"
     ) == [(6,)]
+
+
+def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, warehouse):
+    simulator.add_project(tasks=30)
+    configure()
+    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    writer = warehouse.with_name(".kps.writer.duckdb")
+    tables = ("failed_tasks", "runs")
+    before = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
+    with duckdb.connect(str(writer)) as con:
+        # What a job run twice leaves: some versions and a run row copied once more.
+        con.execute("insert into kps_raw.failed_tasks select * from kps_raw.failed_tasks limit 3")
+        con.execute("insert into kps_raw.runs select * from kps_raw.runs")
+
+    pipeline.drop_doubled_rows(writer)
+
+    assert {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables} == before
 
 
 def test_an_overlapping_run_waits_then_exits_with_a_clear_message(
