@@ -29,7 +29,7 @@ def last_run(warehouse) -> tuple:
     [
         ("html", "page at offset 0 is not JSON (text/html;charset=UTF-8): '<html><head><title>502"),
         ("not_json", "page at offset 0 is not JSON (application/json;charset=UTF-8): 'upstream"),
-        ("truncated", "request failed: ChunkedEncodingError"),
+        ("truncated", "request failed: ProtocolError: ('Connection broken: IncompleteRead"),
         ("tasks_missing", "page at offset 0: 'tasks' is missing, not a list"),
         ("tasks_not_list", "page at offset 0: 'tasks' is a JSON dict, not a list"),
         ("oversized_page", "page at offset 0 holds 1001 tasks, more than the limit of 1000"),
@@ -171,3 +171,19 @@ def test_the_environments_proxy_settings_are_honoured(simulator, monkeypatch):
     direct = KpsClient(simulator.endpoint, TokenAuth(simulator.token), max_retries=0)
     [read] = direct.read_projects([project], "run-1")
     assert read.ok and read.tasks_seen == 3
+
+
+def test_a_body_cut_off_midway_is_read_again_before_the_project_fails(simulator):
+    project = Project(simulator.add_project(tasks=3), "cn-north-4")
+    simulator.configure(bad_body="truncated")
+    client = KpsClient(
+        simulator.endpoint, TokenAuth(simulator.token), max_retries=2, backoff_seconds=0.01
+    )
+
+    [read] = client.read_projects([project], "run-1")
+
+    assert [target for _, target, _ in simulator.requests] == [
+        f"/cn-north-4/v3/{project.project_id}/failed-tasks?limit=1000&offset=0"
+    ] * 3
+    assert read.error is not None
+    assert read.error.startswith("request failed: ProtocolError: ('Connection broken:")

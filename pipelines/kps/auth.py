@@ -1,26 +1,30 @@
 """The three ways Huawei Cloud authenticates a KPS call: a ready token, an IAM password, AK/SK.
 
-Knows nothing of dlt. Each kind hands the client a `requests` auth for one project, and says
-whether a 401 "token expired" is worth one retry with fresh credentials.
+Knows nothing of dlt. Each kind hands the client the headers that authenticate one project's
+requests, and says whether a 401 "token expired" is worth one retry with fresh credentials.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-import requests
-from requests.auth import AuthBase
+from .transport import Response, Transport, TransportError
 
 DEFAULT_IAM_ENDPOINT = "https://iam.myhuaweicloud.com"
 SIGNING_ALGORITHM = "SDK-HMAC-SHA256"
 SDK_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+IAM_TIMEOUT_SECONDS = 30.0
+
+# The headers that authenticate one request, given its method and URL (a signature covers both).
+Stamp = Callable[[str, str], dict[str, str]]
 
 
 class AuthError(Exception):
@@ -30,26 +34,25 @@ class AuthError(Exception):
 class Auth(Protocol):
     """Credentials for the KPS API."""
 
-    def for_project(self, project_id: str, region: str) -> AuthBase:
-        """The requests auth that signs or stamps one project's calls."""
+    def for_project(self, project_id: str, region: str) -> Stamp:
+        """What signs or stamps one project's calls."""
         ...
 
     def refresh(self, project_id: str) -> bool:
         """Forgets a token the API called expired; True when a retry can succeed."""
         ...
 
-    def for_iam(self) -> AuthBase:
-        """The requests auth for IAM's own API (listing projects)."""
+    def for_iam(self) -> Stamp:
+        """What stamps calls to IAM's own API (listing projects)."""
         ...
 
 
-class _Header(AuthBase):
+class _Header:
     def __init__(self, name: str, value: str) -> None:
         self.name, self.value = name, value
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers[self.name] = self.value
-        return request
+    def __call__(self, method: str, url: str) -> dict[str, str]:
+        return {self.name: self.value}
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,13 @@ class TokenAuth:
 
     token: str = field(repr=False)
 
-    def for_project(self, project_id: str, region: str) -> AuthBase:
+    def for_project(self, project_id: str, region: str) -> Stamp:
         return _Header("X-Auth-Token", self.token)
 
     def refresh(self, project_id: str) -> bool:
         return False
 
-    def for_iam(self) -> AuthBase:
+    def for_iam(self) -> Stamp:
         return _Header("X-Auth-Token", self.token)
 
 
@@ -77,12 +80,14 @@ class PasswordAuth:
     password: str = field(repr=False)
     domain_name: str
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
-    timeout: float = 30.0
-    session: requests.Session = field(default_factory=requests.Session, repr=False)
+    # A password is never sent twice on its own: a failed exchange fails, no retry.
+    transport: Transport = field(
+        default_factory=lambda: Transport(False, IAM_TIMEOUT_SECONDS, pool_size=4), repr=False
+    )
     _tokens: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def for_project(self, project_id: str, region: str) -> AuthBase:
+    def for_project(self, project_id: str, region: str) -> Stamp:
         with self._lock:
             token = self._tokens.get(project_id)
             if token is None:
@@ -94,7 +99,7 @@ class PasswordAuth:
             self._tokens.pop(project_id, None)
         return True
 
-    def for_iam(self) -> AuthBase:
+    def for_iam(self) -> Stamp:
         return _Header("X-Auth-Token", self._exchange(None))
 
     def _exchange(self, project_id: str | None) -> str:
@@ -116,11 +121,13 @@ class PasswordAuth:
             body["auth"]["scope"] = {"project": {"id": project_id}}
         url = self.iam_endpoint.rstrip("/") + "/v3/auth/tokens"
         try:
-            response = self.session.post(url, json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthError(f"IAM token request failed: {type(exc).__name__}") from None
+            response = self.transport.request(
+                "POST", url, {"Content-Type": "application/json"}, json.dumps(body).encode()
+            )
+        except TransportError as exc:
+            raise AuthError(f"IAM token request failed: {exc}") from None
         token = response.headers.get("X-Subject-Token")
-        if response.status_code != 201 or not token:
+        if response.status != 201 or not token:
             raise AuthError(f"IAM refused the password of {self.user_name}: {_error(response)}")
         return token
 
@@ -134,36 +141,28 @@ class AkSkAuth:
     secret_key: str = field(repr=False)
     security_token: str | None = field(default=None, repr=False)
 
-    def for_project(self, project_id: str, region: str) -> AuthBase:
+    def for_project(self, project_id: str, region: str) -> Stamp:
         return _Signer(self, project_id)
 
     def refresh(self, project_id: str) -> bool:
         # Five failed signatures in a row lock the AK for 5 minutes: never retry blindly.
         return False
 
-    def for_iam(self) -> AuthBase:
+    def for_iam(self) -> Stamp:
         return _Signer(self, None)
 
 
-class _Signer(AuthBase):
+class _Signer:
     def __init__(self, keys: AkSkAuth, project_id: str | None) -> None:
         self.keys, self.project_id = keys, project_id
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+    def __call__(self, method: str, url: str) -> dict[str, str]:
         headers = {"X-Project-Id": self.project_id} if self.project_id else {}
         if self.keys.security_token:
             headers["X-Security-Token"] = self.keys.security_token
-        request.headers.update(
-            sign(
-                request.method or "GET",
-                request.url or "",
-                headers,
-                self.keys.access_key,
-                self.keys.secret_key,
-                datetime.now(UTC),
-            )
+        return sign(
+            method, url, headers, self.keys.access_key, self.keys.secret_key, datetime.now(UTC)
         )
-        return request
 
 
 def sign(
@@ -222,11 +221,11 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _error(response: requests.Response) -> str:
+def _error(response: Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}"
+        return f"HTTP {response.status}"
     if isinstance(body, dict) and "error_code" in body:
-        return f"{response.status_code} {body['error_code']} {body.get('error_msg', '')}".strip()
-    return f"HTTP {response.status_code}"
+        return f"{response.status} {body['error_code']} {body.get('error_msg', '')}".strip()
+    return f"HTTP {response.status}"

@@ -19,12 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
-from .auth import Auth, AuthError, canonical_query
+from .auth import Auth, AuthError, Stamp, canonical_query
 from .records import PageTasks, TaskBatch, read_page, read_page_fast
 from .settings import (
     DEFAULT_CONCURRENCY,
@@ -34,6 +32,7 @@ from .settings import (
     MAX_PAGE_SIZE,
     MAX_PASSES,
 )
+from .transport import Response, Transport, TransportError
 
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -199,11 +198,9 @@ class BoundedRetry(Retry):
         return None if seconds is None else min(seconds, self.backoff_max)
 
 
-def make_session(
-    max_retries: int, backoff_seconds: float, concurrency: int, throttle: Throttle
-) -> requests.Session:
-    """A session that retries throttling, server errors and dropped connections with backoff
-    and jitter, honouring `Retry-After`; never 401/403, which no retry can mend."""
+def make_retry(max_retries: int, backoff_seconds: float, throttle: Throttle) -> BoundedRetry:
+    """Retries of throttling, server errors, dropped connections and cut-off bodies, with
+    backoff and jitter, honouring `Retry-After`; never 401/403, which no retry can mend."""
     retry = BoundedRetry(
         total=max_retries,
         connect=max_retries,
@@ -219,15 +216,7 @@ def make_session(
         raise_on_status=False,
     )
     retry.throttle = throttle
-    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=max(concurrency, 1) * 2)
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    # The environment's proxies and CA bundle are looked up once per host (KpsClient.environment),
-    # not on every request: requests' own lookup scans os.environ each time, a fifth of the
-    # cost of reading a page.
-    session.trust_env = False
-    return session
+    return retry
 
 
 class KpsClient:
@@ -259,25 +248,16 @@ class KpsClient:
         self.timeout = timeout_seconds
         self.max_passes = max_passes
         self.throttle = Throttle()
-        self.session = make_session(max_retries, backoff_seconds, concurrency, self.throttle)
+        self.transport = Transport(
+            make_retry(max_retries, backoff_seconds, self.throttle),
+            timeout_seconds,
+            pool_size=concurrency * 2,
+        )
         self._slots = threading.BoundedSemaphore(concurrency)
         self._count_lock = threading.Lock()
-        self._environment: dict[str, dict[str, Any]] = {}
 
-    def http_get(self, url: str, auth: Any) -> requests.Response:
-        return self.session.get(url, auth=auth, timeout=self.timeout, **self.environment(url))
-
-    def environment(self, url: str) -> dict[str, Any]:
-        """What requests takes from the environment for this URL's host: proxies, CA bundle."""
-        parts = urlsplit(url)
-        host = f"{parts.scheme}://{parts.netloc}/"
-        if (found := self._environment.get(host)) is None:
-            settings = requests.Session().merge_environment_settings(host, {}, None, None, None)
-            found = self._environment[host] = {
-                "proxies": settings["proxies"],
-                "verify": settings["verify"],
-            }
-        return found
+    def http_get(self, url: str, stamp: Stamp) -> Response:
+        return self.transport.request("GET", url, stamp("GET", url))
 
     def url(self, project: Project) -> str:
         base = self.endpoint.replace("{region}", project.region)
@@ -299,9 +279,9 @@ class KpsClient:
             response = self._get(project, url, read)
         with self._count_lock:
             read.pages += 1
-        if response.status_code != 200:
+        if response.status != 200:
             raise api_error(response)
-        body = response.content
+        body = response.body
         digest = page_digest(self.page_size, offset, body)
         mark = read.known.get(offset) if read.passes == 1 else None
         if mark is not None and mark.digest == digest:
@@ -311,16 +291,16 @@ class KpsClient:
         )
         return Page(offset, total, tasks.size, digest, tasks)
 
-    def _get(self, project: Project, url: str, read: ProjectRead) -> requests.Response:
+    def _get(self, project: Project, url: str, read: ProjectRead) -> Response:
         with self._slots:
             self.throttle.wait()
             try:
-                auth = self.auth.for_project(project.project_id, project.region)
-                return self.http_get(url, auth)
+                stamp = self.auth.for_project(project.project_id, project.region)
+                return self.http_get(url, stamp)
             except AuthError as exc:
                 raise KpsError(str(exc)) from None
-            except requests.RequestException as exc:
-                raise KpsError(f"request failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            except TransportError as exc:
+                raise KpsError(f"request failed: {exc}") from exc
             finally:
                 with self._count_lock:
                     read.requests += 1
@@ -457,13 +437,12 @@ class KpsClient:
         project's name is its region, or `region_subproject`)."""
         url = iam_endpoint.rstrip("/") + "/v3/auth/projects"
         try:
-            auth = self.auth.for_iam()
-            response = self.http_get(url, auth)
+            response = self.http_get(url, self.auth.for_iam())
         except AuthError as exc:
             raise ConfigError(f"listing projects: {exc}") from None
-        except requests.RequestException as exc:
-            raise ConfigError(f"listing projects at {url} failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
+        except TransportError as exc:
+            raise ConfigError(f"listing projects at {url} failed: {exc}") from None
+        if response.status != 200:
             raise ConfigError(f"listing projects at {url}: {api_error(response)}")
         try:
             listed = response.json()["projects"]
@@ -538,7 +517,7 @@ def _read_page_carefully(
     return parsed.get("total"), read_page(tasks)
 
 
-def api_error(response: requests.Response) -> KpsApiError:
+def api_error(response: Response) -> KpsApiError:
     """The API's error_code and error_msg, or what the status alone says."""
     try:
         body = response.json()
@@ -546,13 +525,13 @@ def api_error(response: requests.Response) -> KpsApiError:
         body = None
     if isinstance(body, dict) and "error_code" in body:
         return KpsApiError(
-            response.status_code, str(body.get("error_code")), str(body.get("error_msg", ""))
+            response.status, str(body.get("error_code")), str(body.get("error_msg", ""))
         )
-    return KpsApiError(response.status_code, "HTTP", response.reason or "error")
+    return KpsApiError(response.status, "HTTP", response.reason or "error")
 
 
-def _expired(response: requests.Response) -> bool:
-    return response.status_code == 401 and api_error(response).error_code == "APIGW.0307"
+def _expired(response: Response) -> bool:
+    return response.status == 401 and api_error(response).error_code == "APIGW.0307"
 
 
 def _first_line(value: object) -> str:
