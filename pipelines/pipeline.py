@@ -101,20 +101,34 @@ def pipeline_name(warehouse: Path) -> str:
     return f"{PIPELINE_NAME}_{warehouse.stem}"
 
 
-def make_pipeline(warehouse: Warehouse) -> dlt.Pipeline:
+@contextmanager
+def load_connection(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The one connection a run loads through. dlt, given a file, opens and closes its own for
+    each load job, and every close checkpoints the file: the staging copy of the rows was
+    written to disk only to be deleted. Held open, the file is checkpointed once, at the end."""
+    connection = duckdb.connect(
+        str(database),
+        config={
+            # Row order means nothing in these tables; without it DuckDB writes a load's rows
+            # on every core, and loading a million rows takes a third less time.
+            "preserve_insertion_order": False,
+            # DuckDB's default is 80% of the machine; a load spills past this instead, which
+            # cost no time at a million rows and keeps a scheduled run's footprint predictable.
+            "memory_limit": LOAD_MEMORY_LIMIT,
+        },
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def make_pipeline(warehouse: Warehouse, connection: duckdb.DuckDBPyConnection) -> dlt.Pipeline:
+    """The warehouse's dlt pipeline, loading through `connection` (see `load_connection`)."""
     apply_dlt_defaults()
-    credentials = DuckDbCredentials(str(warehouse.writer))
-    credentials.global_config = {
-        # Row order means nothing in these tables; without it DuckDB writes a load's rows on
-        # every core, and loading a million rows takes a third less time.
-        "preserve_insertion_order": False,
-        # DuckDB's default is 80% of the machine; a load spills past this instead, which cost
-        # no time at a million rows and keeps a scheduled run's footprint predictable.
-        "memory_limit": LOAD_MEMORY_LIMIT,
-    }
     return dlt.pipeline(
         pipeline_name=pipeline_name(warehouse.path),
-        destination=dlt.destinations.duckdb(credentials),
+        destination=dlt.destinations.duckdb(DuckDbCredentials(connection)),
         dataset_name=DATASET,
         pipelines_dir=str(pipelines_dir(warehouse.path)),
     )
@@ -147,15 +161,17 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
             # dlt's state (what was loaded, the projects' fingerprints) lives with the warehouse:
             # no warehouse, no state, or an unchanged project would never be loaded again.
             drop_dlt_state(target.path)
-        pipeline = make_pipeline(target)
-        finish_pending_load(pipeline, writer)
-        with clock("extract"):
-            source = make_source(run_id=run_id, **source_args)
-        with clock("load"):
-            try:
-                pipeline.run(source, loader_file_format="parquet")
-            except PipelineStepFailed as exc:
-                raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+        with load_connection(writer) as connection:
+            pipeline = make_pipeline(target, connection)
+            finish_pending_load(pipeline, connection)
+            with clock("extract"):
+                source = make_source(run_id=run_id, **source_args)
+            with clock("load"):
+                try:
+                    pipeline.run(source, loader_file_format="parquet")
+                except PipelineStepFailed as exc:
+                    raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+            connection.execute(f"truncate {DATASET}_staging.failed_tasks")
         result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
         if transform:
             with clock("transform"):
@@ -233,14 +249,14 @@ def build_models(database: Path, result: RunResult) -> None:
         result.transform_error = str(exc)
 
 
-def finish_pending_load(pipeline: dlt.Pipeline, database: Path) -> None:
+def finish_pending_load(pipeline: dlt.Pipeline, connection: duckdb.DuckDBPyConnection) -> None:
     """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
         if pipeline.list_extracted_load_packages():
             pipeline.normalize()  # the arrow rows were written as parquet at extract
         if pipeline.list_normalized_load_packages():
             pipeline.load()
-            drop_doubled_rows(database)
+            drop_doubled_rows(connection)
     except PipelineStepFailed as exc:
         raise RunError(f"finishing the previous run's load failed: {root_cause(exc)}") from exc
 
@@ -252,22 +268,21 @@ ROW_KEYS = {
 }
 
 
-def drop_doubled_rows(database: Path) -> None:
+def drop_doubled_rows(connection: duckdb.DuckDBPyConnection) -> None:
     """A resumed load runs again the job a kill interrupted, but DuckDB may have committed that
     job's rows already: they then arrive twice (in the staging table, and so in the merge).
     A version of a task, or a project's row of a run, exists once; extra copies are deleted."""
-    with duckdb.connect(str(database)) as con:
-        for table, key in ROW_KEYS.items():
-            con.execute(
-                f"""
-                delete from {DATASET}.{table} where rowid in (
-                    select rowid from (
-                        select rowid, row_number() over (partition by {key} order by rowid) as copy
-                        from {DATASET}.{table}
-                    ) where copy > 1
-                )
-                """
+    for table, key in ROW_KEYS.items():
+        connection.execute(
+            f"""
+            delete from {DATASET}.{table} where rowid in (
+                select rowid from (
+                    select rowid, row_number() over (partition by {key} order by rowid) as copy
+                    from {DATASET}.{table}
+                ) where copy > 1
             )
+            """
+        )
 
 
 def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:

@@ -187,3 +187,16 @@ def test_a_body_cut_off_midway_is_read_again_before_the_project_fails(simulator)
     ] * 3
     assert read.error is not None
     assert read.error.startswith("request failed: ProtocolError: ('Connection broken:")
+
+
+def test_regions_take_turns_so_no_one_gateway_gets_every_request(simulator):
+    north = [simulator.add_project(region="cn-north-4", tasks=1) for _ in range(3)]
+    south = [simulator.add_project(region="cn-south-1", tasks=1) for _ in range(2)]
+    client = KpsClient(simulator.endpoint, TokenAuth(simulator.token), concurrency=1)
+    projects = [Project(p, "cn-north-4") for p in north] + [Project(p, "cn-south-1") for p in south]
+
+    reads = list(client.read_projects(projects, "run-1"))
+
+    asked = [target.split("/")[3] for _, target, _ in simulator.requests]
+    assert asked == [north[0], south[0], north[1], south[1], north[2]]
+    assert sorted(r.project.project_id for r in reads if r.ok) == sorted(north + south)

@@ -13,6 +13,7 @@ from pipelines.kps.records import (
     check_record,
     read_page,
     read_page_fast,
+    tasks_table,
     with_row_hashes,
 )
 
@@ -43,7 +44,7 @@ def test_task_time_becomes_failed_at_in_utc_to_the_millisecond(task_time, expect
     batch = TaskBatch("p", "cn-north-4", "run-1")
     batch.add(read_page([{**TASK, "task_time": task_time}]))
 
-    row = batch.to_arrow().to_pylist()[0]
+    row = tasks_table([batch]).to_pylist()[0]
 
     assert row["failed_at"] == expected
     assert row["task_time"] == str(int(task_time))
@@ -74,9 +75,29 @@ def test_a_task_read_twice_in_a_run_is_one_row_the_later_read_winning():
     batch.add(read_page([TASK]))
     batch.add(read_page([{**TASK, "task_error_msg": "later"}]))
 
-    rows = batch.to_arrow().to_pylist()
+    rows = tasks_table([batch]).to_pylist()
 
     assert [r["task_error_msg"] for r in rows] == ["later"]
+
+
+def test_the_rows_of_many_projects_each_name_their_project_and_repeat_only_across_them():
+    first, second = (
+        TaskBatch("p1", "cn-north-4", "run-1"),
+        TaskBatch("p2", "ap-southeast-1", "run-1"),
+    )
+    first.add(read_page([TASK, {**TASK, "task_id": "t2"}]))
+    first.add(read_page([{**TASK, "task_error_msg": "later"}]))  # read again: the last read wins
+    second.add(read_page([TASK]))  # the same id in another project is another task
+
+    rows = tasks_table([first, second]).to_pylist()
+
+    assert [(r["project_id"], r["region"], r["task_id"], r["task_error_msg"]) for r in rows] == [
+        ("p1", "cn-north-4", "t2", TASK["task_error_msg"]),
+        ("p1", "cn-north-4", TASK["task_id"], "later"),
+        ("p2", "ap-southeast-1", TASK["task_id"], TASK["task_error_msg"]),
+    ]
+    assert {r["run_id"] for r in rows} == {"run-1"}
+    assert (len(first), len(second)) == (2, 1)
 
 
 def test_unknown_fields_are_kept_as_json_and_change_the_version():
@@ -84,7 +105,7 @@ def test_unknown_fields_are_kept_as_json_and_change_the_version():
     plain.add(read_page([TASK]))
     extended.add(read_page([{**TASK, "zone": "az1", "retries": 2}]))
 
-    rows = with_row_hashes([plain.to_arrow(), extended.to_arrow()]).to_pylist()
+    rows = with_row_hashes(tasks_table([plain, extended])).to_pylist()
 
     assert rows[1]["extra_fields"] == '{"retries": 2, "zone": "az1"}'
     assert rows[0]["row_hash"] != rows[1]["row_hash"]
@@ -94,7 +115,7 @@ def test_the_row_hash_is_the_md5_of_the_length_prefixed_fields():
     batch = TaskBatch("p", "cn-north-4", "run-1")
     batch.add(read_page([TASK]))
 
-    [row] = with_row_hashes([batch.to_arrow()]).to_pylist()
+    [row] = with_row_hashes(tasks_table([batch])).to_pylist()
 
     fields = ["p", "cn-north-4", TASK["task_id"], TASK["task_time"], TASK["operate_type"]]
     fields += [TASK[f] for f in ("task_error_code", "task_error_msg", "server_name")]

@@ -94,7 +94,8 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
         con.execute("insert into kps_raw.failed_tasks select * from kps_raw.failed_tasks limit 3")
         con.execute("insert into kps_raw.runs select * from kps_raw.runs")
 
-    pipeline.drop_doubled_rows(writer)
+    with pipeline.load_connection(writer) as con:
+        pipeline.drop_doubled_rows(con)
 
     assert {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables} == before
 
@@ -208,8 +209,9 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
     assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
     simulator.delete_tasks(project_id, n=2)
     # What a run killed right after its extract leaves: an extracted, unloaded package.
-    stopped = pipeline.make_pipeline(Warehouse(warehouse))
-    stopped.extract(pipeline.make_source(run_id="stopped-run"))
+    with pipeline.load_connection(warehouse.with_name(".kps.writer.duckdb")) as con:
+        stopped = pipeline.make_pipeline(Warehouse(warehouse), con)
+        stopped.extract(pipeline.make_source(run_id="stopped-run"))
     simulator.add_tasks(project_id, 3)
 
     run = subprocess.run([CLI, "run", "--no-transform"], capture_output=True, text=True)

@@ -19,7 +19,7 @@ from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
-from .records import fingerprints, with_row_hashes
+from .records import fingerprints, tasks_table, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -183,9 +183,7 @@ def kps(
         if pid in last
     }
     reads = read_all(client, wanted, run_id, on_page, known)
-    tasks = with_row_hashes([r.table for r in reads if r.table is not None])
-    for read in reads:
-        read.table = None  # `tasks` holds the rows now
+    tasks = with_row_hashes(tasks_table([r.batch for r in reads if r.ok and not r.unchanged]))
     listed = fingerprints(tasks)
     complete = {
         r.project.project_id: last[r.project.project_id]

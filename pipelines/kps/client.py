@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 import re
 import threading
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import pyarrow as pa
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
@@ -115,8 +115,6 @@ class ProjectRead:
     unchanged: bool = False
     # The pages of this read's last pass, for the next run; None unless the read was complete.
     marks: list[PageMark] | None = None
-    # The tasks as one arrow table, built in the read's own thread once the read ends.
-    table: pa.Table | None = None
     finished_at: float = 0.0
     error: str | None = None
     complete: bool = False
@@ -350,9 +348,6 @@ class KpsClient:
             read.error = str(exc)
         if not (read.ok and read.complete) or read.batch.rejects:
             read.marks = None  # only a complete read without rejects can vouch for a next one
-        if not read.unchanged:
-            table = read.batch.to_arrow()  # the batch lets its pages go
-            read.table = table if read.ok else None
         read.finished_at = time.time()
         return read
 
@@ -470,10 +465,20 @@ class KpsClient:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures: list[Future[ProjectRead]] = [
                 pool.submit(self.read_project, p, run_id, on_page, known.get(p.project_id, ()))
-                for p in projects
+                for p in region_by_region(projects)
             ]
             for future in as_completed(futures):
                 yield future.result()
+
+
+def region_by_region(projects: Sequence[Project]) -> list[Project]:
+    """The projects with their regions taking turns (a1, b1, a2, b2, a3...): each region's
+    gateway throttles on its own, so the requests in flight are spread over them."""
+    by_region: dict[str, list[Project]] = {}
+    for project in projects:
+        by_region.setdefault(project.region, []).append(project)
+    turns = itertools.zip_longest(*by_region.values())
+    return [project for turn in turns for project in turn if project is not None]
 
 
 def page_digest(limit: int, offset: int, body: bytes) -> str:

@@ -14,8 +14,9 @@ MAX_OFFSET = 100_000
 # run keeps what it read and clears nothing in that project.
 MAX_PASSES = 3
 
-# Requests to one project run this many at a time at most, across all projects.
-DEFAULT_CONCURRENCY = 16
+# Requests in flight at most, across all projects. Projects are taken one region at a time in
+# turn, so with many regions no one region's gateway sees them all.
+DEFAULT_CONCURRENCY = 32
 
 # Rows per arrow table handed to dlt: dlt's extract cost is per table, not per row.
 ROWS_PER_TABLE = 100_000
