@@ -171,6 +171,8 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
                     pipeline.run(source, loader_file_format="parquet")
                 except PipelineStepFailed as exc:
                     raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
+            # The merge has used the staging copy of the rows; emptied now, it is not written
+            # into the file when the connection closes (dlt empties it only at the next load).
             connection.execute(f"truncate {DATASET}_staging.failed_tasks")
         result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
         if transform:

@@ -243,7 +243,6 @@ class KpsClient:
         self.auth = auth
         self.page_size = page_size
         self.concurrency = concurrency
-        self.timeout = timeout_seconds
         self.max_passes = max_passes
         self.throttle = Throttle()
         self.transport = Transport(

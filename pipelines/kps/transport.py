@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass_environment
@@ -85,10 +86,12 @@ class Transport:
         return manager
 
     def _new_manager(self, proxy: str | None) -> urllib3.PoolManager:
+        bundle = ca_bundle()
         options: dict[str, Any] = {
             "maxsize": self.pool_size,
             "cert_reqs": "CERT_REQUIRED",
-            "ca_certs": ca_bundle(),
+            # A directory of certificates works too, as with requests and curl.
+            ("ca_cert_dir" if Path(bundle).is_dir() else "ca_certs"): bundle,
         }
         return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
 
