@@ -347,7 +347,17 @@ def root_cause(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+# dlt settings this project relies on, unless the operator set them otherwise.
+DLT_DEFAULTS = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    # dlt keeps every loaded file by default: a million tasks left 100 MB in .dlt/ per run.
+    "LOAD__DELETE_COMPLETED_JOBS": "true",
+    # The extracted parquet files live only until the load, on this machine: compressing them
+    # took a third of the extract step (0.45 s of 1.3 s at a million rows) and saved no time.
+    "DATA_WRITER__COMPRESSION": "none",
+}
+
+
 def apply_dlt_defaults() -> None:
-    """dlt settings this project relies on, unless the operator set them otherwise: telemetry
-    off."""
-    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    for name, value in DLT_DEFAULTS.items():
+        os.environ.setdefault(name, value)

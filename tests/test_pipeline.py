@@ -135,6 +135,17 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     ) == [(1_200, 4, True, None), (1_200, 2, True, "unchanged since the last complete read")]
 
 
+def test_dlts_working_folder_keeps_no_loaded_files(simulator, configure, warehouse):
+    simulator.add_project(tasks=30)
+    configure()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    packages = list((warehouse.parent / ".dlt").glob("*/load/loaded/*"))
+    assert len(packages) == 1  # dlt's record of the load stays; the data files it loaded go
+    assert [p.name for p in packages[0].glob("completed_jobs/*")] == []
+
+
 def test_a_change_on_one_page_reads_the_unchanged_pages_too(simulator, configure, warehouse):
     project_id = simulator.add_project(tasks=2_500)
     configure()
