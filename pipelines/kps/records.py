@@ -215,7 +215,7 @@ def tasks_table(batches: list[TaskBatch]) -> pa.Table:
     ms; the batches let their pages go. Row hashes are added next (see `with_row_hashes`).
 
     Built once for all projects after the reads, not per project in the read threads: there,
-    contending with the reads, arrow's dozen calls per project cost ten times their CPU.
+    contending with the reads, arrow's dozen calls per project cost several times their CPU.
     """
     pages: list[pa.Table] = []
     owners: list[tuple[TaskBatch, int]] = []
