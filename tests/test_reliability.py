@@ -224,3 +224,23 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
         warehouse,
         "select count(*), count(_dlt_valid_to) from kps_raw.failed_tasks",
     ) == [(23, 2)]
+
+
+def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=30)
+    configure()
+    for added in (0, 2, 3):  # each run sees a change, so dlt stores a new state version
+        simulator.add_tasks(project_id, added)
+        assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+
+    assert query(warehouse, "select count(*) from kps_raw._dlt_pipeline_state") == [(1,)]
+    # dlt's working folder lost: the state comes back from the warehouse, the newest one
+    pipeline.drop_dlt_state(warehouse)
+    writer = warehouse.with_name(".kps.writer.duckdb")
+    with pipeline.load_connection(writer) as con:
+        restored = pipeline.make_pipeline(Warehouse(warehouse), con)
+        restored.sync_destination()
+        kept = restored.state["sources"]["kps"]["pages"][project_id]
+    assert [size for _, _, size, _ in kept] == [35]
