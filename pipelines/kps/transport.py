@@ -2,7 +2,7 @@
 bundle.
 
 Knows nothing of KPS. It is urllib3 used directly, not through requests: a page read through
-requests cost three times the CPU (its hooks, adapters and 10 KB chunked reads), and a client
+requests cost two to three times the CPU (its hooks, adapters and 10 KB chunked reads), and a client
 reading a thousand projects is CPU-bound, not network-bound.
 """
 
