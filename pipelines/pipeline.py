@@ -315,26 +315,30 @@ def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:
         rows = con.execute(
             """
             with this_run as (select * from kps_raw.runs where run_id = ?),
-            tasks as (
-                select project_id, task_id, _dlt_valid_from, _dlt_valid_to
+            -- A run starts and retires versions at its `started_at` only: these two scans are
+            -- all it changed, however large the table.
+            started as (
+                select project_id, task_id
                 from kps_raw.failed_tasks
-                where project_id in (select project_id from this_run)
+                where _dlt_valid_from = (select max(started_at) from this_run)
+                    and project_id in (select project_id from this_run)
+            ),
+            retired as (
+                select project_id, task_id
+                from kps_raw.failed_tasks
+                where _dlt_valid_to = (select max(started_at) from this_run)
+                    and project_id in (select project_id from this_run)
             ),
             new_versions as (
-                select tasks.project_id, count(*) as n
-                from tasks join this_run using (project_id)
-                where tasks._dlt_valid_from = this_run.started_at
+                select project_id, count(*) as n
+                from started
                 group by 1
             ),
+            -- retired without a successor: gone from the API, not changed
             cleared as (
-                select gone.project_id, count(*) as n
-                from tasks as gone
-                join this_run using (project_id)
-                left join tasks as successor
-                    on successor.project_id = gone.project_id
-                    and successor.task_id = gone.task_id
-                    and successor._dlt_valid_from = gone._dlt_valid_to
-                where gone._dlt_valid_to = this_run.started_at and successor.task_id is null
+                select project_id, count(*) as n
+                from retired
+                anti join started using (project_id, task_id)
                 group by 1
             )
             select

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import pipeline
 from pipelines.simulator import Simulator
 
 from .conftest import query, run_cli
@@ -133,6 +134,24 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     assert query(
         warehouse, "select tasks_seen, pages, complete, note from kps_raw.runs order by run_id"
     ) == [(1_200, 4, True, None), (1_200, 2, True, "unchanged since the last complete read")]
+
+
+def test_a_runs_outcome_counts_new_and_changed_versions_apart_from_cleared_tasks(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=20)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    gone, changed = simulator.tasks(project_id)[:3], simulator.tasks(project_id)[3]
+    simulator.delete_tasks(project_id, ids=[t["task_id"] for t in [*gone, changed]])
+    simulator.add_tasks(project_id, [{**changed, "task_error_msg": "changed"}])
+    simulator.add_tasks(project_id, 2)
+
+    assert run_cli("run", "--no-transform") == 0
+
+    [(run_id,)] = query(warehouse, "select max(run_id) from kps_raw.runs")
+    [outcome] = pipeline.read_outcomes(warehouse, run_id)
+    assert (outcome.tasks_seen, outcome.new_versions, outcome.cleared) == (19, 3, 3)
 
 
 def test_dlts_working_folder_keeps_no_loaded_files(simulator, configure, warehouse):
