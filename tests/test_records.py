@@ -112,16 +112,30 @@ def test_unknown_fields_are_kept_as_json_and_change_the_version():
 
 
 def test_the_row_hash_is_the_md5_of_the_length_prefixed_fields():
+    unusual = {
+        **TASK,
+        "task_id": "t-2",
+        "task_error_msg": "密钥对绑定失败\u0301 🔑",  # length counts characters, not bytes
+        "server_name": None,
+        "keypair_name": "",
+        "zone": "az1",
+    }
     batch = TaskBatch("p", "cn-north-4", "run-1")
-    batch.add(read_page([TASK]))
+    batch.add(read_page([TASK, unusual]))
 
-    [row] = with_row_hashes(tasks_table([batch])).to_pylist()
+    rows = with_row_hashes(tasks_table([batch])).to_pylist()
 
-    fields = ["p", "cn-north-4", TASK["task_id"], TASK["task_time"], TASK["operate_type"]]
-    fields += [TASK[f] for f in ("task_error_code", "task_error_msg", "server_name")]
-    fields += [TASK["server_id"], TASK["keypair_name"], None]
-    text = "".join("-" if v is None else f"{len(v)}:{v}" for v in fields)
-    assert row["row_hash"] == hashlib.md5(text.encode()).hexdigest()
+    def expected(task, extra):
+        fields = ["p", "cn-north-4", task["task_id"], task["task_time"], task["operate_type"]]
+        fields += [task[f] for f in ("task_error_code", "task_error_msg", "server_name")]
+        fields += [task["server_id"], task["keypair_name"], extra]
+        text = "".join("-" if v is None else f"{len(v)}:{v}" for v in fields)
+        return hashlib.md5(text.encode()).hexdigest()
+
+    assert [r["row_hash"] for r in rows] == [
+        expected(TASK, None),
+        expected(unusual, '{"zone": "az1"}'),
+    ]
 
 
 def body(tasks, total=None, **extra):

@@ -253,15 +253,23 @@ def with_row_hashes(table: pa.Table) -> pa.Table:
     """The table as one of FAILED_TASKS_SCHEMA: each row gets the identity of its version, so
     that any change in what the API says makes a new one.
 
-    md5 over the length-prefixed fields (no text, control characters included, can fake a field
-    boundary), computed by DuckDB in one query over all rows: per row it is ten times faster
-    than Python, and one query instead of one per project saves DuckDB's per-query cost.
+    md5 over the length-prefixed fields, `-` for a null (no text, control characters included,
+    can fake a field boundary), computed by DuckDB in one query over all rows: per row it is ten
+    times faster than Python, and one query instead of one per project saves DuckDB's per-query
+    cost. One `concat` builds each row's text once; chained `||` built it a field at a time,
+    which took a third longer at a million rows.
     """
-    fields = ("project_id", "region", *_HASHED_FIELDS)
-    prefixed = " || ".join(f"coalesce(length({f})::varchar || ':' || {f}, '-')" for f in fields)
+    parts = []
+    for field in ("project_id", "region", *_HASHED_FIELDS):
+        if TASKS_SCHEMA.field(field).nullable:
+            # concat skips a null, so a null field leaves only the '-' of the coalesce
+            parts.append(f"coalesce(length({field}) || ':', '-'), {field}")
+        else:
+            parts.append(f"length({field}), ':', {field}")
     with _DUCKDB.cursor() as con:
         con.register("tasks", table)
-        hashes = con.execute(f"select md5({prefixed}) as row_hash from tasks").to_arrow_table()
+        query = f"select md5(concat({', '.join(parts)})) as row_hash from tasks"
+        hashes = con.execute(query).to_arrow_table()
     # DuckDB keeps the scan's row order, so the hashes line up with the rows.
     table = table.append_column("row_hash", hashes["row_hash"])
     return table.select(FAILED_TASKS_SCHEMA.names).cast(FAILED_TASKS_SCHEMA)
