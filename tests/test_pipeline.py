@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -134,6 +135,17 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     assert query(
         warehouse, "select tasks_seen, pages, complete, note from kps_raw.runs order by run_id"
     ) == [(1_200, 4, True, None), (1_200, 2, True, "unchanged since the last complete read")]
+
+
+def test_a_run_unfreezes_what_it_kept_from_the_garbage_collector(simulator, configure, warehouse):
+    simulator.add_project(tasks=10)
+    configure()
+    frozen = gc.get_freeze_count()
+
+    assert run_cli("run", "--no-transform") == 0
+
+    # A process making many runs (a scheduler, this test session) must not keep their garbage.
+    assert gc.get_freeze_count() == frozen
 
 
 def test_a_runs_outcome_counts_new_and_changed_versions_apart_from_cleared_tasks(
