@@ -269,11 +269,13 @@ def build_models(database: Path, result: RunResult) -> None:
 def finish_pending_load(pipeline: dlt.Pipeline, connection: duckdb.DuckDBPyConnection) -> None:
     """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
-        if pipeline.list_extracted_load_packages():
+        pending = [*pipeline.list_extracted_load_packages()]
+        if pending:
             pipeline.normalize()  # the arrow rows were written as parquet at extract
-        if pipeline.list_normalized_load_packages():
+        pending += pipeline.list_normalized_load_packages()
+        if pending:
             pipeline.load()
-            drop_doubled_rows(connection)
+            drop_doubled_rows(connection, pending)
     except PipelineStepFailed as exc:
         raise RunError(f"finishing the previous run's load failed: {root_cause(exc)}") from exc
 
@@ -282,13 +284,15 @@ def finish_pending_load(pipeline: dlt.Pipeline, connection: duckdb.DuckDBPyConne
 ROW_KEYS = {
     "failed_tasks": "project_id, task_id, row_hash, _dlt_valid_from",
     "runs": "run_id, project_id",
+    "rejected_records": "run_id, project_id, reject_number",
 }
 
 
-def drop_doubled_rows(connection: duckdb.DuckDBPyConnection) -> None:
+def drop_doubled_rows(connection: duckdb.DuckDBPyConnection, load_ids: list[str]) -> None:
     """A resumed load runs again the job a kill interrupted, but DuckDB may have committed that
     job's rows already: they then arrive twice (in the staging table, and so in the merge).
-    A version of a task, or a project's row of a run, exists once; extra copies are deleted."""
+    A version of a task, a project's row of a run, or a reject exists once; extra copies among
+    the rows of the resumed `load_ids` are deleted, and no other row is looked at."""
     for table, key in ROW_KEYS.items():
         connection.execute(
             f"""
@@ -296,9 +300,11 @@ def drop_doubled_rows(connection: duckdb.DuckDBPyConnection) -> None:
                 select rowid from (
                     select rowid, row_number() over (partition by {key} order by rowid) as copy
                     from {DATASET}.{table}
+                    where _dlt_load_id in (select unnest($load_ids))
                 ) where copy > 1
             )
-            """
+            """,
+            {"load_ids": load_ids},
         )
 
 

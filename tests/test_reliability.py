@@ -83,21 +83,41 @@ def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes
 
 
 def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, warehouse):
-    simulator.add_project(tasks=30)
+    project_id = simulator.add_project(tasks=30)
+    good = simulator.tasks(project_id)[0]
+    bad = [{**good, "task_id": f"bad-{n}", "task_time": "soon"} for n in range(2)]
+    simulator.add_tasks(project_id, bad)
     configure()
-    assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
+    for _ in range(2):  # two loads; the second stands for the one a killed run left behind
+        simulator.add_tasks(project_id, 1)
+        assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
     writer = warehouse.with_name(".kps.writer.duckdb")
-    tables = ("failed_tasks", "runs")
-    before = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
+    [first, resumed] = [r[0] for r in query(writer, "select load_id from kps_raw._dlt_loads")]
+    tables = ("failed_tasks", "runs", "rejected_records")
     with duckdb.connect(str(writer)) as con:
-        # What a job run twice leaves: some versions and a run row copied once more.
-        con.execute("insert into kps_raw.failed_tasks select * from kps_raw.failed_tasks limit 3")
-        con.execute("insert into kps_raw.runs select * from kps_raw.runs")
+        for table in tables:
+            # What a job run twice leaves: rows of the resumed load copied once more; and copies
+            # of the first load's rows, which only stand in for rows the check must not touch.
+            for load_id in (first, resumed):
+                con.execute(
+                    f"insert into kps_raw.{table} select * from kps_raw.{table}"
+                    " where _dlt_load_id = ? limit 2",
+                    [load_id],
+                )
+    planted = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
 
     with pipeline.load_connection(writer) as con:
-        pipeline.drop_doubled_rows(con)
+        pipeline.drop_doubled_rows(con, [resumed])
 
-    assert {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables} == before
+    after = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
+    for table in tables:
+        resumed_rows = [r for r in planted[table] if resumed in r]
+        first_rows = [r for r in planted[table] if first in r]
+        assert [r for r in after[table] if resumed in r] == sorted(set(resumed_rows))
+        assert [r for r in after[table] if first in r] == first_rows  # copies left alone
+        assert len(set(resumed_rows)) < len(resumed_rows) and len(set(first_rows)) < len(
+            first_rows
+        )
 
 
 def test_an_overlapping_run_waits_then_exits_with_a_clear_message(

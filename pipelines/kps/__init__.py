@@ -293,9 +293,10 @@ def rejected_records(reads: Sequence[ProjectRead], rejected_at: datetime) -> Dlt
                 "payload": reject.payload,
                 "run_id": read.batch.run_id,
                 "rejected_at": rejected_at,
+                "reject_number": number,
             }
             for read in reads
-            for reject in read.batch.rejects
+            for number, reject in enumerate(read.batch.rejects)
         ]
         yield with_load_id(pa.Table.from_pylist(rows, REJECTED_RECORDS_SCHEMA))
 

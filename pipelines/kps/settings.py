@@ -72,6 +72,9 @@ REJECTED_RECORDS_SCHEMA = pa.schema(
         pa.field("payload", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("rejected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # the reject's place among its project's rejects in the run: a reject's identity, as a
+        # bad record may have none (nullable: rows loaded before it was added have no number)
+        pa.field("reject_number", pa.int64()),
     ]
 )
 
