@@ -115,9 +115,7 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
         first_rows = [r for r in planted[table] if first in r]
         assert [r for r in after[table] if resumed in r] == sorted(set(resumed_rows))
         assert [r for r in after[table] if first in r] == first_rows  # copies left alone
-        assert len(set(resumed_rows)) < len(resumed_rows) and len(set(first_rows)) < len(
-            first_rows
-        )
+        assert len(set(resumed_rows)) < len(resumed_rows) and len(set(first_rows)) < len(first_rows)
 
 
 def test_an_overlapping_run_waits_then_exits_with_a_clear_message(
