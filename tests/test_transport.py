@@ -28,6 +28,18 @@ def test_the_proxy_for_the_scheme_then_all_proxy_unless_no_proxy_names_the_host(
     assert environment_proxy("http", "localhost:8080") is None
 
 
+def test_no_proxy_networks_exempt_the_addresses_inside_them(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://tls-proxy:3128")
+    monkeypatch.setenv("no_proxy", "kps.example, 10.0.0.0/8,fd00::/8,192.168.1.7")
+
+    assert environment_proxy("https", "10.20.30.40:443") is None
+    assert environment_proxy("https", "[fd00::1]:443") is None
+    assert environment_proxy("https", "192.168.1.7") is None
+    assert environment_proxy("https", "192.168.1.8") == "http://tls-proxy:3128"
+    assert environment_proxy("https", "11.0.0.1") == "http://tls-proxy:3128"
+    assert environment_proxy("https", "kps.cn-north-4.myhuaweicloud.com") == "http://tls-proxy:3128"
+
+
 def test_no_proxy_variables_mean_a_direct_connection():
     assert environment_proxy("https", "kms.cn-north-4.myhuaweicloud.com") is None
 

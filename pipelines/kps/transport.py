@@ -8,6 +8,7 @@ reading a thousand projects is CPU-bound, not network-bound.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import threading
@@ -104,7 +105,25 @@ def environment_proxy(scheme: str, netloc: str) -> str | None:
     proxies = getproxies()
     if proxy_bypass_environment(netloc.lower(), proxies):
         return None
+    if in_no_proxy_network(netloc, proxies.get("no", "")):
+        return None
     return proxies.get(scheme) or proxies.get("all")
+
+
+def in_no_proxy_network(netloc: str, no_proxy: str) -> bool:
+    """Whether the host is an IP address in a network NO_PROXY lists, such as 10.0.0.0/8: requests
+    and curl read those, the standard library only names and single addresses."""
+    try:
+        address = ipaddress.ip_address(urlsplit(f"//{netloc}").hostname or "")
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        try:
+            if address in ipaddress.ip_network(entry.strip(), strict=False):
+                return True
+        except ValueError:
+            continue  # a name, not a network
+    return False
 
 
 def ca_bundle() -> str:
