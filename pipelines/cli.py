@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--drop-rate", type=_rate, default=0.0, help="share of dropped sockets")
     simulate.add_argument("--shift-rate", type=_rate, default=0.0, help="list shifts per page")
     simulate.add_argument("--malformed-rate", type=_rate, default=0.0, help="bad records share")
+    simulate.add_argument(
+        "--gzip", action="store_true", help="compress answers for clients that accept gzip"
+    )
 
     status = commands.add_parser(
         "status", help="the last runs per project and the warehouse's freshness"
@@ -422,6 +425,7 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
         drop_rate=args.drop_rate,
         shift_rate=args.shift_rate,
         malformed_rate=args.malformed_rate,
+        gzip=args.gzip,
     )
     sim.start(args.port)
     by_region: dict[str, list[str]] = {}

@@ -148,6 +148,32 @@ def test_a_run_unfreezes_what_it_kept_from_the_garbage_collector(simulator, conf
     assert gc.get_freeze_count() == frozen
 
 
+def test_gzipped_answers_load_the_same_and_are_still_unchanged_when_plain_again(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=1_200)
+    simulator.configure(gzip=True)
+    configure()
+
+    assert run_cli("run", "--no-transform") == 0
+    assert simulator.gzipped == 4  # two passes of two pages: `total` is capped at 1000
+    simulator.configure()  # plain again: pages are compared as decoded, not as sent
+    assert run_cli("run", "--no-transform") == 0
+    assert simulator.gzipped == 4
+
+    current = query(
+        warehouse, "select task_id from kps_raw.failed_tasks where _dlt_valid_to is null"
+    )
+    assert sorted(r[0] for r in current) == sorted(
+        t["task_id"] for t in simulator.tasks(project_id)
+    )
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(1_200,)]
+    assert query(warehouse, "select tasks_seen, note from kps_raw.runs order by run_id") == [
+        (1_200, None),
+        (1_200, "unchanged since the last complete read"),
+    ]
+
+
 def test_a_runs_outcome_counts_new_and_changed_versions_apart_from_cleared_tasks(
     simulator, configure, warehouse
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import random
@@ -478,6 +479,25 @@ def test_a_truncated_body_ends_before_its_content_length(sim: Simulator) -> None
 
     with pytest.raises(http.client.IncompleteRead):
         page(sim, project)
+
+
+def test_answers_are_gzipped_when_switched_on_and_the_client_accepts_it(sim: Simulator) -> None:
+    project = sim.add_project(tasks=3)
+    plain = page(sim, project).body
+    sim.configure(gzip=True)
+
+    def get(accept_encoding: str | None) -> tuple[str | None, bytes]:
+        headers = {"X-Auth-Token": TOKEN}
+        if accept_encoding:
+            headers["Accept-Encoding"] = accept_encoding
+        request = urllib.request.Request(f"{sim.url}/v3/{project}/failed-tasks", None, headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.headers.get("Content-Encoding"), response.read()
+
+    assert get(None) == (None, plain)
+    encoding, body = get("gzip, deflate")
+    assert encoding == "gzip" and gzip.decompress(body) == plain
+    assert sim.gzipped == 1
 
 
 # IAM

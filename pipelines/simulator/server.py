@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from gzip import compress as gzip_compress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -108,6 +109,7 @@ class Faults:
     malformed_rate: float = 0
     bad_body: str | None = None
     retry_after: float | None = 0
+    gzip: bool = False
 
 
 @dataclass
@@ -147,6 +149,14 @@ class Reply:
     cut_at: int | None = None
 
 
+def _gzipped(reply: Reply) -> Reply:
+    """The reply compressed; a body cut off midway is cut at the same share of its bytes."""
+    body = gzip_compress(reply.body, compresslevel=1)
+    cut_at = None if reply.cut_at is None else len(body) * reply.cut_at // len(reply.body)
+    headers = {**reply.headers, "Content-Encoding": "gzip"}
+    return replace(reply, body=body, headers=headers, cut_at=cut_at)
+
+
 def served_order(task: dict) -> tuple[int, str]:
     """Newest task_time first, then task_id; odd hand-made tasks sort last instead of failing."""
     try:
@@ -182,6 +192,7 @@ class Simulator:
         self.total_cap = total_cap
         self.iam_users: dict[tuple[str, str], str] = {}  # (domain, user name) -> password
         self.requests: list[tuple[str, str, int]] = []
+        self.gzipped = 0  # answers sent compressed (see `configure`)
         # When each logged request arrived and was answered (time.monotonic), in the same order.
         self.request_times: list[tuple[float, float]] = []
         self.peak_concurrency = 0
@@ -346,8 +357,12 @@ class Simulator:
         malformed_rate: float = 0,
         bad_body: str | None = None,
         retry_after: float | None = 0,
+        gzip: bool = False,
     ) -> None:
-        """Replace every fault switch (unnamed ones go back to off) and replay from the seed."""
+        """Replace every fault switch (unnamed ones go back to off) and replay from the seed.
+
+        `gzip` is not a fault: answers are compressed for clients that accept it, as gateways
+        in front of an API may do."""
         rates = (throttle_rate, error_rate, drop_rate, shift_rate, malformed_rate)
         if not all(0 <= rate <= 1 for rate in rates) or latency_ms < 0:
             raise ValueError("rates must be within [0, 1] and latency_ms >= 0")
@@ -362,6 +377,7 @@ class Simulator:
             malformed_rate,
             bad_body,
             retry_after,
+            gzip,
         )
         with self._lock:
             self._faults = faults
@@ -372,6 +388,7 @@ class Simulator:
         with self._lock:
             self.requests.clear()
             self.request_times.clear()
+            self.gzipped = 0
             self.peak_concurrency = self._in_flight
 
     # request handling, called from the server's threads
@@ -386,6 +403,10 @@ class Simulator:
             reply = error_reply(error)
         finally:
             self._leave(method, target, 0 if reply.drop else reply.status, arrived)
+        if self._faults.gzip and "gzip" in headers.get("accept-encoding", "") and reply.body:
+            reply = _gzipped(reply)
+            with self._lock:
+                self.gzipped += 1
         return reply
 
     def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
