@@ -357,11 +357,14 @@ def print_transform(result: Any, out: Output) -> None:
             failures=test.failures,
             sample=test.sample,
         )
+    built, kept = len(result.transform.models), len(result.transform.kept)
     out.event(
         "transform",
-        f"built {len(result.transform.models)} models and ran {len(result.transform.tests)}"
-        f" data tests in {result.transform.seconds:.2f} s",
-        models=len(result.transform.models),
+        f"built {built - kept} models"
+        + (f" (kept {kept} whose inputs had not changed)" if kept else "")
+        + f" and ran {len(result.transform.tests)} data tests in {result.transform.seconds:.2f} s",
+        models=built,
+        kept=kept,
         tests=len(result.transform.tests),
         failed=len(result.transform.failed),
         seconds=round(result.transform.seconds, 3),

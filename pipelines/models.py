@@ -5,11 +5,16 @@ views, all others tables. The tables a model reads are found by parsing it, so t
 is never kept by hand. Data tests are declared in ``sql/schema.yml`` (unique, not_null,
 accepted_values, relationships, unique_combination_of_columns) or written as queries in
 ``sql/tests/*.sql``; every test returns the rows that fail it.
+
+A build may keep a model as it is when neither its SQL nor anything it reads changed since it
+was built (see ``_build_keys``): a run that changed no task leaves the heavy marts alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import time
@@ -29,6 +34,8 @@ TESTS_DIR = "tests"
 VIEW_SCHEMAS = frozenset({"staging"})
 SOURCE_SCHEMA = "kps_raw"
 SAMPLE_ROWS = 5
+# What each model was last built from (see `_build_keys`), kept beside the models it describes.
+BUILDS_TABLE = "main.model_builds"
 
 Kind = Literal["view", "table"]
 Severity = Literal["error", "warn"]
@@ -88,11 +95,13 @@ class TestResult:
 
 @dataclass
 class TransformResult:
-    """The models built, in build order, and the outcome of every data test."""
+    """Every model in build order, those of them kept unbuilt because nothing they are made of
+    changed, and the outcome of every data test (all run, kept models' too)."""
 
     models: list[str]
     tests: list[TestResult]
     seconds: float
+    kept: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> list[TestResult]:
@@ -103,8 +112,14 @@ class TransformResult:
         return [t for t in self.tests if t.severity == "warn" and t.failures > 0]
 
 
-def transform(database: str | os.PathLike[str], sql_dir: Path = SQL_DIR) -> TransformResult:
-    """Rebuild every model in the DuckDB file `database`, then run the data tests."""
+def transform(
+    database: str | os.PathLike[str], sql_dir: Path = SQL_DIR, *, keep_unchanged: bool = False
+) -> TransformResult:
+    """Build the models in the DuckDB file `database`, then run every data test.
+
+    Every model is rebuilt, unless `keep_unchanged`: then a model whose SQL, and the SQL and
+    source tables of everything it reads, are as they were at its last build is kept as it is.
+    """
     started = time.perf_counter()
     models = build_order(sql_dir)
     tests = _data_tests(models, sql_dir)
@@ -122,7 +137,7 @@ def transform(database: str | os.PathLike[str], sql_dir: Path = SQL_DIR) -> Tran
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
         _check_sources(con, models)
-        _build(con, models, sql_dir)
+        kept = _build(con, models, sql_dir, keep_unchanged)
         results = [_run_test(con, test) for test in tests]
     finally:
         con.close()
@@ -130,6 +145,7 @@ def transform(database: str | os.PathLike[str], sql_dir: Path = SQL_DIR) -> Tran
         models=[model.relation for model in models],
         tests=results,
         seconds=time.perf_counter() - started,
+        kept=kept,
     )
 
 
@@ -239,23 +255,93 @@ def _check_sources(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
         raise MissingSourceError
 
 
-def _build(con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: Path) -> None:
-    # one transaction: a model that fails leaves every table of the last good build in place
+def _build(
+    con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: Path, keep_unchanged: bool
+) -> list[str]:
+    """Builds the models; returns those kept as they were (only when `keep_unchanged`)."""
+    keys = _build_keys(con, models)
+    # one transaction: a model that fails leaves every table of the last good build in place,
+    # and the record of what each was built from with it
     con.execute("begin transaction")
     try:
         for schema in sorted({model.schema for model in models}):
             con.execute(f"create schema if not exists {schema}")
+        con.execute(
+            f"create table if not exists {BUILDS_TABLE}"
+            " (relation varchar primary key, build_key varchar not null)"
+        )
+        built = dict(con.execute(f"select relation, build_key from {BUILDS_TABLE}").fetchall())
+        present = _relations(con)
+        kept = []
         for model in models:
+            key = keys[model.relation]
+            if keep_unchanged and built.get(model.relation) == key and model.relation in present:
+                kept.append(model.relation)
+                continue
             try:
                 # on the same line as the model's first line, so that line numbers still match
                 con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
             except duckdb.Error as error:
                 label = _label(model.path, sql_dir)
                 raise ModelError(f"model {label} failed: {_one_line(error)}") from error
+            con.execute(
+                f"insert or replace into {BUILDS_TABLE} values (?, ?)", [model.relation, key]
+            )
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
+    return kept
+
+
+def _build_keys(con: duckdb.DuckDBPyConnection, models: list[Model]) -> dict[str, str]:
+    """What each model is made of, as one digest: its kind and SQL, the digests of the models it
+    reads, and the state of the source tables it reads. Models are pure functions of those (no
+    clock), so a model whose digest matches its last build's would be built the same again.
+
+    A source table's state is its row count, its newest dlt load and how many of its rows were
+    retired (`_dlt_valid_to`): a load that adds or retires rows, or a row deleted, changes one
+    of them; dlt and this pipeline change a loaded row in no other way. DuckDB's version is part
+    of every digest, as another version may compute a model differently.
+    """
+    relations = {model.relation for model in models}
+    sources = sorted({t for m in models for t in m.depends_on if t not in relations})
+    keys = {table: json.dumps(_source_state(con, table), default=str) for table in sources}
+    for model in models:  # in build order: what a model reads has its digest already
+        parts = [duckdb.__version__, model.kind, model.sql]
+        parts += [f"{table}={keys[table]}" for table in model.depends_on]
+        keys[model.relation] = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return keys
+
+
+def _source_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[Any, ...]:
+    schema, name = table.split(".", 1)
+    columns = {
+        column
+        for (column,) in con.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = ? and table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+    if not columns:
+        return ("missing",)  # building the model that reads it will say so, naming its file
+    measures = ["count(*)"]
+    if "_dlt_load_id" in columns:
+        measures.append("max(_dlt_load_id)")
+    if "_dlt_valid_to" in columns:
+        measures.append("count(_dlt_valid_to)")
+    return con.execute(f"select {', '.join(measures)} from {table}").fetchone()
+
+
+def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {
+        f"{schema}.{name}"
+        for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables"
+            " where table_catalog = current_database()"
+        ).fetchall()
+    }
 
 
 def _run_test(con: duckdb.DuckDBPyConnection, test: DataTest) -> TestResult:

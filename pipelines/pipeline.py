@@ -176,7 +176,7 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
         result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
         if transform:
             with clock("transform"):
-                build_models(writer, result)
+                build_models(writer, result, keep_unchanged=True)
         clock.start("publish")
     clock.stop()
     result.seconds = clock.seconds
@@ -259,9 +259,11 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
     return result
 
 
-def build_models(database: Path, result: RunResult) -> None:
+def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = False) -> None:
+    """The models built into `result`; a run keeps those nothing changed for, while `transform`
+    rebuilds every one (after SQL edits, or a hand-made change to the raw tables)."""
     try:
-        result.transform = models.transform(database)
+        result.transform = models.transform(database, keep_unchanged=keep_unchanged)
     except models.ModelError as exc:
         result.transform_error = str(exc)
 

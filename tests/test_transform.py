@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import duckdb
 import pytest
+
+from pipelines import models, pipeline
+from pipelines.models import SQL_DIR, build_order
 
 from .conftest import query, run_cli
 
@@ -47,7 +53,7 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
 def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, warehouse, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
-    assert "built 13 models and ran 47 data tests" in capsys.readouterr().out
+    assert "built 14 models and ran 47 data tests" in capsys.readouterr().out
 
     # A version whose failed_at disagrees with its task_time, planted in the writer's copy.
     writer = warehouse.with_name(".kps.writer.duckdb")
@@ -64,3 +70,75 @@ def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded,
     err = capsys.readouterr().err
     assert "data test assert_failed_at_matches_task_time failed: 1 rows" in err
     assert "'task_id': 'planted'" in err
+
+
+# --- a run keeps the models nothing changed for ---------------------------------------------
+
+# Every model but those reading kps_raw.runs: a run always adds runs rows, and moves last_seen_at.
+TASK_MODELS = [
+    "intermediate.int_failures__daily",
+    "intermediate.int_tasks__latest",
+    "marts.dim_servers",
+    "marts.failure_hotspots",
+    "marts.failure_spikes",
+    "marts.failure_trend_error_code",
+    "marts.failure_trend_keypair",
+    "marts.failure_trend_server",
+    "marts.failure_weekly",
+    "marts.failures_by_operate_type",
+    "staging.stg_kps__failed_tasks",
+]
+
+MODELS = build_order()
+
+
+def every_model(path):
+    return {m.relation: query(path, f"select * from {m.relation} order by all") for m in MODELS}
+
+
+def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_build(
+    loaded, warehouse
+):
+    result = pipeline.run()
+
+    assert sorted(result.transform.kept) == TASK_MODELS
+    assert [t.name for t in result.transform.failed] == []
+    [(last_run,)] = query(warehouse, "select max(started_at) from kps_raw.runs")
+    assert query(warehouse, "select max(last_seen_at) from marts.fct_failed_tasks") == [(last_run,)]
+    kept = every_model(warehouse)
+    assert run_cli("transform") == 0  # rebuilds every model
+    assert every_model(warehouse) == kept
+
+
+@pytest.mark.parametrize("change", ["task added", "task cleared"])
+def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, warehouse, change):
+    project_id = next(iter(simulator.projects()))
+    if change == "task added":
+        simulator.add_tasks(project_id, 1)
+    else:  # retires a version and adds no row: the count of rows alone would not tell
+        simulator.delete_tasks(project_id, n=1)
+
+    result = pipeline.run()
+
+    assert result.transform.kept == []
+    built = every_model(warehouse)
+    assert run_cli("transform") == 0
+    assert every_model(warehouse) == built
+
+
+def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, warehouse, tmp_path):
+    sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
+    with (sql_dir / "intermediate" / "int_failures__daily.sql").open("a") as sql:
+        sql.write("\n-- edited\n")
+    writer = warehouse.with_name(".kps.writer.duckdb")
+
+    result = models.transform(writer, sql_dir, keep_unchanged=True)
+
+    rebuilt = set(result.models) - set(result.kept)
+    assert rebuilt == {
+        "intermediate.int_failures__daily",
+        "marts.failure_trend_error_code",
+        "marts.failure_trend_keypair",
+        "marts.failure_trend_server",
+        "marts.failure_spikes",
+    }

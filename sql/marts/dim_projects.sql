@@ -7,7 +7,7 @@ runs as (
 ),
 
 tasks as (
-    select * from marts.fct_failed_tasks
+    select * from intermediate.int_tasks__latest
 ),
 
 latest_day as (

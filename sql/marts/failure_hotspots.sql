@@ -3,7 +3,7 @@
 with
 
 tasks as (
-    select * from marts.fct_failed_tasks
+    select * from intermediate.int_tasks__latest
 ),
 
 servers as (

@@ -11,7 +11,7 @@ servers as (
 ),
 
 tasks as (
-    select * from marts.fct_failed_tasks
+    select * from intermediate.int_tasks__latest
 ),
 
 thresholds as (
