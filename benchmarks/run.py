@@ -463,33 +463,27 @@ def work_sequential(spec: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 
-def work_models(spec: dict[str, Any]) -> dict[str, Any]:
-    """`pipelines.models.transform` over the warehouse: every model and data test."""
+def work_transform(spec: dict[str, Any]) -> dict[str, Any]:
+    """`kps-warehouse transform`: every model rebuilt in the writer's copy, the data tests run,
+    the copy published."""
     import duckdb
 
-    from pipelines import models
-
-    started = time.perf_counter()
-    result = models.transform(spec["warehouse"])
-    seconds = time.perf_counter() - started
-    with duckdb.connect(spec["warehouse"], read_only=True) as con:
-        (rows,) = con.execute("select count(*) from marts.fct_failed_tasks").fetchone()
-    failed = [f"{t.name} ({t.failures})" for t in result.failed]
-    details = {"models": len(result.models), "tests": len(result.tests), "failed_tests": failed}
-    return {"rows": rows, "seconds": seconds, "details": details}
-
-
-def work_transform(spec: dict[str, Any]) -> dict[str, Any]:
-    """`kps-warehouse transform`: the models built in the writer's copy, then published."""
     from pipelines import pipeline
 
     started = time.perf_counter()
     result = pipeline.transform_only(Path(spec["warehouse"]))
     seconds = time.perf_counter() - started
-    if result.transform is None or result.transform.failed:
-        return {"error": result.transform_error or "data tests failed"}
-    details = {"models": len(result.transform.models), "build_seconds": result.transform.seconds}
-    return {"rows": None, "seconds": seconds, "details": details}
+    if result.transform is None:
+        return {"error": result.transform_error or "no models built"}
+    with duckdb.connect(spec["warehouse"], read_only=True) as con:
+        (rows,) = con.execute("select count(*) from marts.fct_failed_tasks").fetchone()
+    details = {
+        "models": len(result.transform.models),
+        "tests": len(result.transform.tests),
+        "failed_tests": [f"{t.name} ({t.failures})" for t in result.transform.failed],
+        "build_seconds": result.transform.seconds,
+    }
+    return {"rows": rows, "seconds": seconds, "details": details}
 
 
 def work_report(spec: dict[str, Any]) -> dict[str, Any]:
@@ -508,7 +502,6 @@ WORKLOADS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "rest_api": work_rest_api,
     "floor": work_floor,
     "sequential": work_sequential,
-    "models": work_models,
     "transform": work_transform,
     "report": work_report,
 }
@@ -651,7 +644,7 @@ def sections_a_and_c(report: Report, tmp: Path, run_a: bool, run_c: bool) -> Non
                 sim, "ours, repeat run", "ours", {"projects": ids, "warehouse": str(warehouse)}, tmp
             )
             report.phases["C: ours, repeat run"] = repeat.details.get("phases", {})
-            built = run_worker("models", "models", {"warehouse": str(warehouse)}, tmp)
+            built = run_worker("transform", "transform", {"warehouse": str(warehouse)}, tmp)
             built.throughput = False
             # What a scheduler sees: a run that changed nothing, models and data tests included.
             scheduled = measure(
@@ -687,7 +680,9 @@ def section_d(report: Report, tmp: Path) -> None:
         Target(
             f"D: every model and data test on a million tasks in <= {MAX_MODELS_SECONDS:g} s",
             built.error or f"{built.details['build_seconds']:.2f} s",
-            not built.error and built.details["build_seconds"] <= MAX_MODELS_SECONDS,
+            not built.error
+            and not built.details["failed_tests"]
+            and built.details["build_seconds"] <= MAX_MODELS_SECONDS,
         ),
         Target(
             f"D: the report renders in < {MAX_REPORT_SECONDS:g} s on a million tasks",
@@ -839,7 +834,9 @@ def section_c(
         )
     report.rows.append(Row("C", scheduled, "", scheduled.notes))
     kept_models = scheduled.error or (
-        "" if models_seconds is None else f"{models_seconds:.2f} s vs {built.seconds:.2f} s"
+        ""
+        if models_seconds is None or built.error
+        else f"{models_seconds:.2f} s vs {built.details['build_seconds']:.2f} s"
     )
     report.targets += [
         Target(
@@ -865,7 +862,7 @@ def section_c(
             kept_models,
             None
             if scheduled.error or models_seconds is None or built.error
-            else models_seconds <= MAX_KEPT_MODELS_SHARE * built.seconds
+            else models_seconds <= MAX_KEPT_MODELS_SHARE * built.details["build_seconds"]
             and not scheduled.details.get("models_failed"),
         ),
     ]
