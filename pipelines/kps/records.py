@@ -189,6 +189,7 @@ class TaskBatch:
         self.rejects: list[Reject] = []
         self._pages: list[pa.Table] = []
         self._ids: list[list[str]] = []  # each page's loadable task ids
+        self._taken = 0  # tasks in the pages taken
 
     def add(self, page: PageTasks) -> None:
         self._pages.append(page.tasks)
@@ -197,13 +198,17 @@ class TaskBatch:
 
     def __len__(self) -> int:
         """Tasks read, each once, however often it was read."""
-        return len({task_id for ids in self._ids for task_id in ids})
+        return len({task_id for ids in self._ids for task_id in ids}) or self._taken
 
     def take_pages(self) -> list[pa.Table]:
         """The pages' rows with each task once: a task read again (several passes, a shifting
-        list) is taken from its last read. The batch lets its pages go."""
+        list) is taken from its last read. The batch lets its pages and their ids go (a
+        million ids are 100 MB of Python strings) and keeps only their count."""
         pages, self._pages = self._pages, []
-        if len(self) == sum(len(ids) for ids in self._ids):
+        self._taken = len(self)
+        read = sum(len(ids) for ids in self._ids)
+        self._ids = []
+        if self._taken == read:
             return pages
         table = pa.concat_tables(pages)
         last = {task_id: row for row, task_id in enumerate(table["task_id"].to_pylist())}
