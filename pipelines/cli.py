@@ -358,14 +358,18 @@ def print_transform(result: Any, out: Output) -> None:
             sample=test.sample,
         )
     built, kept = len(result.transform.models), len(result.transform.kept)
+    tests, passed_before = len(result.transform.tests), len(result.transform.reused)
     out.event(
         "transform",
         f"built {built - kept} models"
         + (f" (kept {kept} whose inputs had not changed)" if kept else "")
-        + f" and ran {len(result.transform.tests)} data tests in {result.transform.seconds:.2f} s",
+        + f" and ran {tests - passed_before} data tests"
+        + (f" ({passed_before} more had passed on the same data)" if passed_before else "")
+        + f" in {result.transform.seconds:.2f} s",
         models=built,
         kept=kept,
-        tests=len(result.transform.tests),
+        tests=tests,
+        tests_passed_before=passed_before,
         failed=len(result.transform.failed),
         seconds=round(result.transform.seconds, 3),
     )

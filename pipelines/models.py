@@ -7,7 +7,8 @@ accepted_values, relationships, unique_combination_of_columns) or written as que
 ``sql/tests/*.sql``; every test returns the rows that fail it.
 
 A build may keep a model as it is when neither its SQL nor anything it reads changed since it
-was built (see ``_build_keys``): a run that changed no task leaves the heavy marts alone.
+was built (see ``_build_keys``): a run that changed no task leaves the heavy marts alone. A data
+test that passed on exactly what it reads now is not run again either.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ TESTS_DIR = "tests"
 VIEW_SCHEMAS = frozenset({"staging"})
 SOURCE_SCHEMA = "kps_raw"
 SAMPLE_ROWS = 5
-# What each model was last built from (see `_build_keys`), kept beside the models it describes.
+# What each model was last built from (see `_build_keys`), and what the data tests last passed
+# on, kept beside the models they describe.
 BUILDS_TABLE = "main.model_builds"
+PASSES_TABLE = "main.data_test_passes"
 
 Kind = Literal["view", "table"]
 Severity = Literal["error", "warn"]
@@ -91,6 +94,7 @@ class TestResult:
     severity: Severity
     failures: int
     sample: list[dict[str, Any]]
+    reused: bool = False  # not run: it passed before on exactly what it reads now
 
 
 @dataclass
@@ -110,6 +114,10 @@ class TransformResult:
     @property
     def warnings(self) -> list[TestResult]:
         return [t for t in self.tests if t.severity == "warn" and t.failures > 0]
+
+    @property
+    def reused(self) -> list[TestResult]:
+        return [t for t in self.tests if t.reused]
 
 
 def transform(
@@ -137,8 +145,8 @@ def transform(
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
         _check_sources(con, models)
-        kept = _build(con, models, sql_dir, keep_unchanged)
-        results = [_run_test(con, test) for test in tests]
+        kept, keys = _build(con, models, sql_dir, keep_unchanged)
+        results = _run_tests(con, tests, keys, keep_unchanged)
     finally:
         con.close()
     return TransformResult(
@@ -220,21 +228,31 @@ def _tables_read(sql: str, label: str, parser: duckdb.DuckDBPyConnection) -> tup
         raise ModelError(
             f"model {label} failed: sqlglot cannot parse it: {_one_line(error)}"
         ) from error
+    tables, unqualified = _tables_in(tree)
+    if unqualified:
+        name = unqualified[0]
+        raise ModelError(
+            f"model {label} failed: it reads {name} without a schema; "
+            f"write staging.{name}, marts.{name} or {SOURCE_SCHEMA}.{name}"
+        )
+    return tuple(sorted(tables))
+
+
+def _tables_in(tree: exp.Expression) -> tuple[set[str], list[str]]:
+    """The schema.table names a statement reads, and the names it reads without a schema
+    (its own CTEs aside)."""
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     tables: set[str] = set()
+    unqualified: list[str] = []
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             continue  # a table function such as generate_series
         name = table.name.lower()
-        if not table.db:
-            if name in ctes:
-                continue
-            raise ModelError(
-                f"model {label} failed: it reads {name} without a schema; "
-                f"write staging.{name}, marts.{name} or {SOURCE_SCHEMA}.{name}"
-            )
-        tables.add(f"{table.db.lower()}.{name}")
-    return tuple(sorted(tables))
+        if table.db:
+            tables.add(f"{table.db.lower()}.{name}")
+        elif name not in ctes:
+            unqualified.append(name)
+    return tables, unqualified
 
 
 def _check_sources(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
@@ -257,8 +275,9 @@ def _check_sources(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
 
 def _build(
     con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: Path, keep_unchanged: bool
-) -> list[str]:
-    """Builds the models; returns those kept as they were (only when `keep_unchanged`)."""
+) -> tuple[list[str], dict[str, str]]:
+    """Builds the models; returns those kept as they were (only when `keep_unchanged`), and the
+    digests of every model and source table (see `_build_keys`)."""
     keys = _build_keys(con, models)
     # one transaction: a model that fails leaves every table of the last good build in place,
     # and the record of what each was built from with it
@@ -291,7 +310,7 @@ def _build(
     except BaseException:
         con.execute("rollback")
         raise
-    return kept
+    return kept, keys
 
 
 def _build_keys(con: duckdb.DuckDBPyConnection, models: list[Model]) -> dict[str, str]:
@@ -342,6 +361,47 @@ def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
             " where table_catalog = current_database()"
         ).fetchall()
     }
+
+
+def _run_tests(
+    con: duckdb.DuckDBPyConnection,
+    tests: list[DataTest],
+    keys: dict[str, str],
+    keep_unchanged: bool,
+) -> list[TestResult]:
+    """Every data test's result. With `keep_unchanged`, a test that passed last time on what it
+    reads now, unchanged (same SQL, same digests), would pass again and is not run; a test that
+    failed or warned always runs again."""
+    con.execute(f"create table if not exists {PASSES_TABLE} (test_key varchar primary key)")
+    passed = {key for (key,) in con.execute(f"select test_key from {PASSES_TABLE}").fetchall()}
+    results, passing = [], []
+    for test in tests:
+        key = _test_key(test, keys)
+        if keep_unchanged and key in passed:
+            results.append(TestResult(test.name, test.severity, 0, [], reused=True))
+        else:
+            results.append(_run_test(con, test))
+        if key is not None and results[-1].failures == 0:
+            passing.append(key)
+    # only the tests' latest passes: older ones would pile up, one set per change
+    con.execute("begin transaction")
+    con.execute(f"delete from {PASSES_TABLE}")
+    con.executemany(f"insert into {PASSES_TABLE} values (?)", [[key] for key in passing])
+    con.execute("commit")
+    return results
+
+
+def _test_key(test: DataTest, keys: dict[str, str]) -> str | None:
+    """The test's SQL and the digests of what it reads, as one digest; None when what it reads
+    cannot be told (then it always runs)."""
+    try:
+        tables, unqualified = _tables_in(sqlglot.parse_one(test.sql, read="duckdb"))
+    except sqlglot.errors.ParseError:
+        return None
+    if unqualified or not tables <= keys.keys():
+        return None
+    parts = [duckdb.__version__, test.sql, *(f"{t}={keys[t]}" for t in sorted(tables))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _run_test(con: duckdb.DuckDBPyConnection, test: DataTest) -> TestResult:

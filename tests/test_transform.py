@@ -96,6 +96,32 @@ def every_model(path):
     return {m.relation: query(path, f"select * from {m.relation} order by all") for m in MODELS}
 
 
+# Data tests that read a model rebuilt by every run, or kps_raw.runs, or that warned last time.
+TESTS_RUN_AGAIN = [
+    "accepted_values_runs_status",
+    "accepted_values_stg_kps__failed_tasks_operate_type",  # warns: RUNNING_RESET
+    "assert_task_timeline_in_order",
+    "assert_trends_are_zero_filled",
+    "assert_trends_count_every_task",
+    "not_null_dim_projects_project_id",
+    "not_null_fct_failed_tasks_error_code",
+    "not_null_fct_failed_tasks_failed_at",
+    "not_null_fct_failed_tasks_failed_day",
+    "not_null_fct_failed_tasks_first_seen_at",
+    "not_null_fct_failed_tasks_is_open",
+    "not_null_fct_failed_tasks_project_id",
+    "not_null_fct_failed_tasks_task_id",
+    "not_null_runs_project_id",
+    "not_null_runs_run_id",
+    "not_null_runs_started_at",
+    "relationships_fct_failed_tasks_project_id",
+    "relationships_stg_kps__failed_tasks_first_run_id",
+    "unique_combination_of_columns_fct_failed_tasks",
+    "unique_combination_of_columns_runs",
+    "unique_dim_projects_project_id",
+]
+
+
 def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_build(
     loaded, warehouse
 ):
@@ -103,6 +129,8 @@ def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_
 
     assert sorted(result.transform.kept) == TASK_MODELS
     assert [t.name for t in result.transform.failed] == []
+    assert sorted(t.name for t in result.transform.tests if not t.reused) == TESTS_RUN_AGAIN
+    assert len(result.transform.reused) == 47 - len(TESTS_RUN_AGAIN)
     [(last_run,)] = query(warehouse, "select max(started_at) from kps_raw.runs")
     assert query(warehouse, "select max(last_seen_at) from marts.fct_failed_tasks") == [(last_run,)]
     kept = every_model(warehouse)
@@ -121,6 +149,7 @@ def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, wareh
     result = pipeline.run()
 
     assert result.transform.kept == []
+    assert result.transform.reused == []
     built = every_model(warehouse)
     assert run_cli("transform") == 0
     assert every_model(warehouse) == built
@@ -142,3 +171,20 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, warehou
         "marts.failure_trend_server",
         "marts.failure_spikes",
     }
+
+
+def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, warehouse, tmp_path):
+    sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
+    # Fails on a kept model: every week of a project is a row.
+    (sql_dir / "tests" / "assert_no_week_at_all.sql").write_text(
+        "select project_id, week_start from marts.failure_weekly\n"
+    )
+    writer = warehouse.with_name(".kps.writer.duckdb")
+    weeks = query(writer, "select count(*) from marts.failure_weekly")[0][0]
+
+    for _ in range(2):
+        result = models.transform(writer, sql_dir, keep_unchanged=True)
+        [failed] = result.failed
+        assert failed.name == "assert_no_week_at_all"
+        assert (failed.failures, failed.reused) == (weeks, False)
+    assert "marts.failure_weekly" in result.kept
