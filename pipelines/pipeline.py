@@ -261,7 +261,7 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
 
 def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = False) -> None:
     """The models built into `result`; a run keeps those nothing changed for, while `transform`
-    rebuilds every one (after SQL edits, or a hand-made change to the raw tables)."""
+    rebuilds every one (after a hand-made change to a table, say)."""
     try:
         result.transform = models.transform(database, keep_unchanged=keep_unchanged)
     except models.ModelError as exc:

@@ -198,7 +198,9 @@ class TaskBatch:
 
     def __len__(self) -> int:
         """Tasks read, each once, however often it was read."""
-        return len({task_id for ids in self._ids for task_id in ids}) or self._taken
+        if not self._ids:  # none read, or their pages taken
+            return self._taken
+        return len({task_id for ids in self._ids for task_id in ids})
 
     def take_pages(self) -> list[pa.Table]:
         """The pages' rows with each task once: a task read again (several passes, a shifting
