@@ -188,3 +188,26 @@ def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, wareh
         assert failed.name == "assert_no_week_at_all"
         assert (failed.failures, failed.reused) == (weeks, False)
     assert "marts.failure_weekly" in result.kept
+
+
+def test_after_every_kind_of_run_the_kept_models_equal_a_full_build(
+    simulator, loaded, warehouse, tmp_path
+):
+    north, south, _ = simulator.projects()
+    changes = [
+        lambda: None,
+        lambda: simulator.add_tasks(south, 2),
+        lambda: None,
+        lambda: simulator.delete_tasks(north, n=3),
+        lambda: simulator.add_tasks(
+            north,
+            [{**t, "task_error_msg": "changed"} for t in simulator.delete_tasks(south, n=1)],
+        ),
+        lambda: None,
+    ]
+    for change in changes:
+        change()
+        assert run_cli("run") == 0
+        full = Path(shutil.copy(warehouse, tmp_path / "full.duckdb"))
+        models.transform(full)  # every model rebuilt from the same raw tables
+        assert every_model(warehouse) == every_model(full)
