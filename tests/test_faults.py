@@ -29,6 +29,7 @@ def last_run(warehouse) -> tuple:
     [
         ("html", "page at offset 0 is not JSON (text/html;charset=UTF-8): '<html><head><title>502"),
         ("not_json", "page at offset 0 is not JSON (application/json;charset=UTF-8): 'upstream"),
+        ("not_utf8", 'page at offset 0 is not JSON (application/json;charset=UTF-8): \'{"total"'),
         ("truncated", "request failed: ProtocolError: ('Connection broken: IncompleteRead"),
         ("tasks_missing", "page at offset 0: 'tasks' is missing, not a list"),
         ("tasks_not_list", "page at offset 0: 'tasks' is a JSON dict, not a list"),

@@ -196,6 +196,8 @@ def test_an_empty_page_is_plain():
         b'{"total": 0, "tasks": []}\n{"total": 0, "tasks": []}',
         b'[{"total": 0, "tasks": []}]',
         b'{"total": 1, "tasks": [{"task_id": "\xff"}]}',
+        body([{**TASK, "task_error_msg": "caf\u00e9"}]).replace(b"caf\xc3\xa9", b"caf\xe9"),
+        body([{**TASK, "task_time": "15233421300000000000"}]),  # more digits than 64 bits hold
         b"<html>502 Bad Gateway</html>",
         b'{"total": 1, "tasks": [',
     ],

@@ -121,6 +121,9 @@ def read_page_fast(body: bytes) -> tuple[Any, PageTasks] | None:
                 newlines_in_values=True,
             ),
         )
+        # arrow's JSON reader copies string bytes as they come; one byte that is not UTF-8
+        # would fail the load itself, in DuckDB, for every project
+        parsed.validate(full=True)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     if parsed.num_rows != 1:
@@ -132,30 +135,38 @@ def read_page_fast(body: bytes) -> tuple[Any, PageTasks] | None:
     if records.null_count:
         return None
     tasks = pa.Table.from_struct_array(records)
-    if not _plainly_loadable(tasks):
+    if tasks["task_id"].null_count:
+        return None
+    ids = tasks["task_id"].to_pylist()
+    if not _plainly_loadable(tasks, ids):
         return None
     tasks = tasks.append_column("extra_fields", pa.nulls(len(tasks), pa.string()))
-    page = PageTasks(tasks, [], tasks["task_id"].to_pylist(), len(tasks))
-    return parsed.column("total")[0].as_py(), page
+    return parsed.column("total")[0].as_py(), PageTasks(tasks, [], ids, len(tasks))
 
 
-def _plainly_loadable(tasks: pa.Table) -> bool:
+def _plainly_loadable(tasks: pa.Table, ids: list[str]) -> bool:
     """Whether `check_record` would pass every row; only ever errs towards False.
 
-    The schema already made every field a string or null; this checks what it cannot.
+    The schema already made every field a string or null; this checks what it cannot, in few
+    arrow calls and no regular expression: in 32 read threads contending for the GIL, the seven
+    calls this took before (two compiling a regex) cost 0.5 ms a page, a third of its parse.
     """
-    task_id, task_time = tasks["task_id"], tasks["task_time"]
+    task_time = tasks["task_time"]
     if len(tasks) == 0:
         return True
-    if task_id.null_count or task_time.null_count:
+    if task_time.null_count:
         return False
-    # An id with a visible ASCII character is not blank; other ids are left to Python's strip().
-    if not pc.all(pc.match_substring_regex(task_id, "[!-~]")).as_py():
+    # str.strip, as check_record judges a blank id: arrow's whitespace is not Python's.
+    if not all(task_id.strip() for task_id in ids):
         return False
-    if not pc.all(pc.match_substring_regex(task_time, "^[0-9]{1,15}$")).as_py():
+    if not pc.all(pc.ascii_is_decimal(task_time)).as_py():  # digits only, none empty
         return False
-    millis = pc.cast(task_time, pa.int64())
-    return pc.min(millis).as_py() >= MIN_TASK_TIME_MS and pc.max(millis).as_py() < MAX_TASK_TIME_MS
+    try:
+        millis = pc.cast(task_time, pa.int64())
+    except pa.ArrowInvalid:  # more digits than 64 bits hold
+        return False
+    low, high = (bound.as_py() for bound in pc.min_max(millis).values())
+    return low >= MIN_TASK_TIME_MS and high < MAX_TASK_TIME_MS
 
 
 def read_page(records: list[Any]) -> PageTasks:

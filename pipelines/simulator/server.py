@@ -52,6 +52,7 @@ BAD_BODIES = frozenset(
         "total_negative",
         "oversized_page",
         "duplicate_ids",
+        "not_utf8",
     }
 )
 # task_time as a JSON number is valid per the project's rules; the others are not.
@@ -711,6 +712,10 @@ def _bad_body(
         return Reply(200, whole, cut_at=len(whole) // 2)
     if kind == "not_json":
         return Reply(200, b"upstream connect error or disconnect/reset before headers")
+    if kind == "not_utf8":
+        # A message in Latin-1 inside a body that says UTF-8: one byte no UTF-8 decoder accepts.
+        whole = json.dumps({"total": total, "tasks": page}).encode()
+        return Reply(200, whole.replace(b'"task_error_msg": "', b'"task_error_msg": "\xe9', 1))
     broken: dict[str, Any] = {"total": total, "tasks": page}
     if kind == "tasks_missing":
         del broken["tasks"]
