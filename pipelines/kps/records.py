@@ -199,29 +199,25 @@ class TaskBatch:
         self.run_id = run_id
         self.rejects: list[Reject] = []
         self._pages: list[pa.Table] = []
-        self._ids: list[list[str]] = []  # each page's loadable task ids
         self._taken = 0  # tasks in the pages taken
 
     def add(self, page: PageTasks) -> None:
         self._pages.append(page.tasks)
-        self._ids.append(page.tasks["task_id"].to_pylist() if page.rejects else page.ids)
         self.rejects.extend(page.rejects)
 
     def __len__(self) -> int:
         """Tasks read, each once, however often it was read."""
-        if not self._ids:  # none read, or their pages taken
+        if not self._pages:  # none read, or their pages taken
             return self._taken
-        return len({task_id for ids in self._ids for task_id in ids})
+        chunks = [chunk for page in self._pages for chunk in page["task_id"].chunks]
+        return pc.count_distinct(pa.chunked_array(chunks, pa.string())).as_py()
 
     def take_pages(self) -> list[pa.Table]:
         """The pages' rows with each task once: a task read again (several passes, a shifting
-        list) is taken from its last read. The batch lets its pages and their ids go (a
-        million ids are 100 MB of Python strings) and keeps only their count."""
-        pages, self._pages = self._pages, []
+        list) is taken from its last read. The batch lets its pages go and keeps their count."""
         self._taken = len(self)
-        read = sum(len(ids) for ids in self._ids)
-        self._ids = []
-        if self._taken == read:
+        pages, self._pages = self._pages, []
+        if self._taken == sum(len(page) for page in pages):
             return pages
         table = pa.concat_tables(pages)
         last = {task_id: row for row, task_id in enumerate(table["task_id"].to_pylist())}
