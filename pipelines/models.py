@@ -19,6 +19,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -320,17 +321,21 @@ def _build_keys(con: duckdb.DuckDBPyConnection, models: list[Model]) -> dict[str
 
     A source table's state is its row count, its newest dlt load and how many of its rows were
     retired (`_dlt_valid_to`): a load that adds or retires rows, or a row deleted, changes one
-    of them; dlt and this pipeline change a loaded row in no other way. DuckDB's version is part
-    of every digest, as another version may compute a model differently.
+    of them; dlt and this pipeline change a loaded row in no other way.
     """
     relations = {model.relation for model in models}
     sources = sorted({t for m in models for t in m.depends_on if t not in relations})
     keys = {table: json.dumps(_source_state(con, table), default=str) for table in sources}
     for model in models:  # in build order: what a model reads has its digest already
-        parts = [duckdb.__version__, model.kind, model.sql]
-        parts += [f"{table}={keys[table]}" for table in model.depends_on]
-        keys[model.relation] = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        keys[model.relation] = _digest(f"{model.kind} {model.sql}", model.depends_on, keys)
     return keys
+
+
+def _digest(statement: str, reads: Iterable[str], keys: Mapping[str, str]) -> str:
+    """One digest of a statement and of the digests of the tables it reads. DuckDB's version is
+    part of it, as another version may compute the same statement differently."""
+    parts = [duckdb.__version__, statement, *(f"{table}={keys[table]}" for table in sorted(reads))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _source_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[Any, ...]:
@@ -400,8 +405,7 @@ def _test_key(test: DataTest, keys: dict[str, str]) -> str | None:
         return None
     if unqualified or not tables <= keys.keys():
         return None
-    parts = [duckdb.__version__, test.sql, *(f"{t}={keys[t]}" for t in sorted(tables))]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return _digest(test.sql, tables, keys)
 
 
 def _run_test(con: duckdb.DuckDBPyConnection, test: DataTest) -> TestResult:
