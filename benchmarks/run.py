@@ -925,14 +925,15 @@ def render(report: Report) -> str:
             "dlt extract",
             "dlt normalize",
             "dlt load",
+            "models",
             "publish",
         ]
         lines += [
             "",
             "Where this project's time goes (seconds; `read` is HTTP + JSON + record checks for"
             " every project, before dlt starts; `to_arrow` then makes one table of every"
-            " project's pages; `other` includes closing the load's connection, which writes the"
-            " file):",
+            " project's pages; `models` only in a run that builds them; `other` includes closing"
+            " the load's connection, which writes the file):",
             "",
             "| run | " + " | ".join(names) + " | other | total |",
             "|---|" + "--:|" * (len(names) + 2),
