@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.simulator import Simulator
+from pipelines.warehouse import Warehouse
 
 # The console script of this venv, for tests that run the command as a scheduler would.
 CLI = str(Path(sys.executable).parent / "kps-warehouse")
@@ -37,6 +38,12 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "warehouse" / "kps.duckdb"
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(path))
     return path
+
+
+@pytest.fixture
+def writer(warehouse: Path) -> Path:
+    """The private copy runs load into, beside the warehouse (see pipelines/warehouse.py)."""
+    return Warehouse(warehouse).writer
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes
     ) == [(6,)]
 
 
-def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, warehouse):
+def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, writer):
     project_id = simulator.add_project(tasks=30)
     good = simulator.tasks(project_id)[0]
     bad = [{**good, "task_id": f"bad-{n}", "task_time": "soon"} for n in range(2)]
@@ -91,7 +91,6 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
     for _ in range(2):  # two loads; the second stands for the one a killed run left behind
         simulator.add_tasks(project_id, 1)
         assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
-    writer = warehouse.with_name(".kps.writer.duckdb")
     [first, resumed] = [r[0] for r in query(writer, "select load_id from kps_raw._dlt_loads")]
     tables = ("failed_tasks", "runs", "rejected_records")
     with duckdb.connect(str(writer)) as con:
@@ -220,14 +219,14 @@ def test_no_secret_reaches_output_logs_state_or_the_warehouse(
 
 
 def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
-    simulator, configure, warehouse
+    simulator, configure, warehouse, writer
 ):
     project_id = simulator.add_project(tasks=20)
     configure()
     assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
     simulator.delete_tasks(project_id, n=2)
     # What a run killed right after its extract leaves: an extracted, unloaded package.
-    with pipeline.load_connection(warehouse.with_name(".kps.writer.duckdb")) as con:
+    with pipeline.load_connection(writer) as con:
         stopped = pipeline.make_pipeline(Warehouse(warehouse), con)
         stopped.extract(pipeline.make_source(run_id="stopped-run"))
     simulator.add_tasks(project_id, 3)
@@ -245,7 +244,7 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
 
 
 def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
-    simulator, configure, warehouse
+    simulator, configure, warehouse, writer
 ):
     project_id = simulator.add_project(tasks=30)
     configure()
@@ -256,7 +255,6 @@ def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
     assert query(warehouse, "select count(*) from kps_raw._dlt_pipeline_state") == [(1,)]
     # dlt's working folder lost: the state comes back from the warehouse, the newest one
     pipeline.drop_dlt_state(warehouse)
-    writer = warehouse.with_name(".kps.writer.duckdb")
     with pipeline.load_connection(writer) as con:
         restored = pipeline.make_pipeline(Warehouse(warehouse), con)
         restored.sync_destination()

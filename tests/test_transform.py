@@ -50,13 +50,12 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
         assert mismatches == [], trend
 
 
-def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, warehouse, capsys):
+def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, writer, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
     assert "built 14 models and ran 46 data tests" in capsys.readouterr().out
 
     # A version whose failed_at disagrees with its task_time, planted in the writer's copy.
-    writer = warehouse.with_name(".kps.writer.duckdb")
     with duckdb.connect(str(writer)) as con:
         con.execute(
             """
@@ -155,11 +154,10 @@ def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, wareh
     assert every_model(warehouse) == built
 
 
-def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, warehouse, tmp_path):
+def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, writer, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
     with (sql_dir / "intermediate" / "int_failures__daily.sql").open("a") as sql:
         sql.write("\n-- edited\n")
-    writer = warehouse.with_name(".kps.writer.duckdb")
 
     result = models.transform(writer, sql_dir, keep_unchanged=True)
 
@@ -173,13 +171,12 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, warehou
     }
 
 
-def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, warehouse, tmp_path):
+def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, writer, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
     # Fails on a kept model: every week of a project is a row.
     (sql_dir / "tests" / "assert_no_week_at_all.sql").write_text(
         "select project_id, week_start from marts.failure_weekly\n"
     )
-    writer = warehouse.with_name(".kps.writer.duckdb")
     weeks = query(writer, "select count(*) from marts.failure_weekly")[0][0]
 
     for _ in range(2):
