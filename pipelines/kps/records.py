@@ -6,7 +6,6 @@ can be loaded as is.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,9 @@ _PAGE_SCHEMA = pa.schema(
     ]
 )
 _HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
+# Pages are parsed in many threads at once. With arrow's default allocator (mimalloc) a fresh
+# process spent 2.9 s of CPU parsing a million tasks in 32 threads; with the system's, 2.0 s.
+_PARSE_MEMORY = pa.system_memory_pool()
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,11 @@ def read_page_fast(body: bytes) -> tuple[Any, PageTasks] | None:
     """
     try:
         parsed = pa_json.read_json(
-            io.BytesIO(body),
+            # arrow's own reader of the bytes: a Python file object would take the GIL to be read
+            pa.BufferReader(body),
             # One block holds the whole body, so a page never straddles two.
             read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1),
+            memory_pool=_PARSE_MEMORY,
             parse_options=pa_json.ParseOptions(
                 explicit_schema=_PAGE_SCHEMA,
                 unexpected_field_behavior="error",
