@@ -11,6 +11,7 @@ import pytest
 from pipelines.kps.records import (
     TaskBatch,
     check_record,
+    fingerprints,
     read_page,
     read_page_fast,
     tasks_table,
@@ -136,6 +137,30 @@ def test_the_row_hash_is_the_md5_of_the_length_prefixed_fields():
         expected(TASK, None),
         expected(unusual, '{"zone": "az1"}'),
     ]
+
+
+def test_a_fingerprint_is_the_count_and_xor_of_row_hashes_whatever_their_order():
+    tasks = [TASK, {**TASK, "task_id": "t-2"}, {**TASK, "task_id": "t-3"}]
+    forward, backward, changed = (TaskBatch("p", "cn-north-4", "run-1") for _ in range(3))
+    forward.add(read_page(tasks))
+    backward.add(read_page(tasks[::-1]))
+    changed.add(read_page([*tasks[:2], {**tasks[2], "task_error_msg": "later"}]))
+    other = TaskBatch("q", "cn-north-4", "run-1")
+    other.add(read_page(tasks[:1]))
+
+    table = with_row_hashes(tasks_table([forward, other]))
+    prints = fingerprints(table)
+
+    def expected(project):
+        hashes = [r["row_hash"] for r in table.to_pylist() if r["project_id"] == project]
+        xor = 0
+        for row_hash in hashes:  # DuckDB's md5_number reads the digest little-endian
+            xor ^= int.from_bytes(hashlib.md5(row_hash.encode()).digest(), "little")
+        return hashlib.md5(f"{len(hashes)}:{xor}".encode()).hexdigest()
+
+    assert prints == {"p": expected("p"), "q": expected("q")}
+    assert fingerprints(with_row_hashes(tasks_table([backward])))["p"] == prints["p"]
+    assert fingerprints(with_row_hashes(tasks_table([changed])))["p"] != prints["p"]
 
 
 def body(tasks, total=None, **extra):

@@ -286,19 +286,28 @@ def with_row_hashes(table: pa.Table) -> pa.Table:
             parts.append(f"length({field}), ':', {field}")
     with _DUCKDB.cursor() as con:
         con.register("tasks", table)
-        query = f"select md5(concat({', '.join(parts)})) as row_hash from tasks"
-        hashes = con.execute(query).to_arrow_table()
+        # Into a table first: DuckDB then hashes on every core, and handing over the result
+        # in order is a plain scan. Fetched straight to arrow, it hashed on one core (+0.4 s).
+        con.execute(
+            f"create temp table row_hashes as select md5(concat({', '.join(parts)})) as row_hash"
+            " from tasks"
+        )
+        hashes = con.execute("select row_hash from row_hashes").to_arrow_table()
     # DuckDB keeps the scan's row order, so the hashes line up with the rows.
     table = table.append_column("row_hash", hashes["row_hash"])
     return table.select(FAILED_TASKS_SCHEMA.names).cast(FAILED_TASKS_SCHEMA)
 
 
 def fingerprints(table: pa.Table) -> dict[str, str]:
-    """What each project's rows say, in one hash per project, whatever their order."""
+    """What each project's rows say, in one hash per project, whatever their order: the count
+    and the XOR of their row hashes. No two rows of a project cancel out: each is another task.
+
+    Sorting the hashes to chain them, as before, took 0.2-0.3 s at a million rows; this, 0.12 s.
+    """
     with _DUCKDB.cursor() as con:
         con.register("tasks", table.select(["project_id", "row_hash"]))
         rows = con.execute(
-            "select project_id, md5(string_agg(row_hash, '' order by row_hash))"
+            "select project_id, md5(count(*) || ':' || bit_xor(md5_number(row_hash)))"
             " from tasks group by project_id"
         ).fetchall()
     return dict(rows)
