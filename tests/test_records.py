@@ -89,8 +89,10 @@ def test_the_rows_of_many_projects_each_name_their_project_and_repeat_only_acros
     first.add(read_page([TASK, {**TASK, "task_id": "t2"}]))
     first.add(read_page([{**TASK, "task_error_msg": "later"}]))  # read again: the last read wins
     second.add(read_page([TASK]))  # the same id in another project is another task
+    empty = TaskBatch("p3", "cn-north-4", "run-1")
+    empty.add(read_page([]))
 
-    rows = tasks_table([first, second]).to_pylist()
+    rows = tasks_table([empty, first, empty, second, empty]).to_pylist()
 
     assert [(r["project_id"], r["region"], r["task_id"], r["task_error_msg"]) for r in rows] == [
         ("p1", "cn-north-4", "t2", TASK["task_error_msg"]),

@@ -236,16 +236,23 @@ def tasks_table(batches: list[TaskBatch]) -> pa.Table:
     contending with the reads, arrow's dozen calls per project cost several times their CPU.
     """
     pages: list[pa.Table] = []
-    owners: list[tuple[TaskBatch, int]] = []
+    owners: list[TaskBatch] = []  # the batches with rows, in order
+    ends: list[int] = []  # the row after each owner's last
     for batch in batches:
-        for page in batch.take_pages():
-            pages.append(page)
-            owners.append((batch, len(page)))
+        taken = batch.take_pages()
+        rows = sum(len(page) for page in taken)
+        if rows:
+            pages += taken
+            owners.append(batch)
+            ends.append((ends[-1] if ends else 0) + rows)
     table = pa.concat_tables([PAGE_TASKS_SCHEMA.empty_table(), *pages])
+    run_ends = pa.array(ends, pa.int64())
 
-    def repeated(field: str) -> pa.ChunkedArray:
-        values = [pa.repeat(pa.scalar(getattr(b, field), pa.string()), n) for b, n in owners]
-        return pa.chunked_array(values, pa.string())
+    def repeated(field: str) -> pa.Array:
+        """Each owner's `field` on each of its rows: one call, where an array per page took
+        0.1 s at a thousand projects."""
+        values = pa.array([getattr(batch, field) for batch in owners], pa.string())
+        return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, values))
 
     # Epoch ms read as a ms timestamp, then widened to DuckDB's native microseconds.
     millis = pc.cast(table["task_time"], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
