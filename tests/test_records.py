@@ -81,6 +81,27 @@ def test_a_task_read_twice_in_a_run_is_one_row_the_later_read_winning():
     assert [r["task_error_msg"] for r in rows] == ["later"]
 
 
+def test_a_record_rejected_in_several_passes_is_one_reject_and_twins_in_a_pass_are_two():
+    twin, other = {"task_id": None}, {**TASK, "task_time": "soon"}
+    batch = TaskBatch("p", "cn-north-4", "run-1")
+    batch.start_pass()
+    batch.add(read_page([twin, TASK, twin]))
+    batch.start_pass()
+    batch.add(read_page([twin, other]))  # the list shifted: one twin gone, a new bad record
+
+    assert [r.reason for r in batch.rejects] == [
+        "task_id is missing",
+        "task_id is missing",
+        'task_time "soon" is not epoch milliseconds',
+    ]
+    batch.keep_last_pass()  # the passes agreed: the last one is what the API lists
+    assert [r.reason for r in batch.rejects] == [
+        "task_id is missing",
+        'task_time "soon" is not epoch milliseconds',
+    ]
+    assert len(batch) == 0
+
+
 def test_the_rows_of_many_projects_each_name_their_project_and_repeat_only_across_them():
     first, second = (
         TaskBatch("p1", "cn-north-4", "run-1"),

@@ -345,7 +345,9 @@ class KpsClient:
                 previous_ids = ids
             else:
                 read.notes.append(f"list kept shifting for {read.passes} passes")
-            if not read.complete:
+            if read.complete:
+                read.batch.keep_last_pass()
+            else:
                 read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
@@ -375,6 +377,7 @@ class KpsClient:
             return frozenset(), WHOLE
         ids: list[str] = []
         verdict = WHOLE
+        read.batch.start_pass()
         for page in pages:
             if page.tasks is None:  # the same as last time, but the pass as a whole is not
                 page.tasks = parse_body(page.body or b"", None, page.offset, self.page_size)[1]

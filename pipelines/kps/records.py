@@ -7,6 +7,7 @@ can be loaded as is.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -195,19 +196,44 @@ def read_page(records: list[Any]) -> PageTasks:
 
 
 class TaskBatch:
-    """Loadable rows of one project, page by page, plus the records that were rejected."""
+    """Loadable rows of one project, pass by pass and page by page, plus the records that were
+    rejected."""
 
     def __init__(self, project_id: str, region: str, run_id: str) -> None:
         self.project_id = project_id
         self.region = region
         self.run_id = run_id
-        self.rejects: list[Reject] = []
         self._pages: list[pa.Table] = []
+        self._pass_start = 0  # the first of `_pages` that the current pass added
+        self._pass_rejects: list[list[Reject]] = []  # each pass's
         self._taken = 0  # tasks in the pages taken
 
+    def start_pass(self) -> None:
+        """The pages added from now on are another read of the whole list."""
+        self._pass_start = len(self._pages)
+        self._pass_rejects.append([])
+
     def add(self, page: PageTasks) -> None:
+        if not self._pass_rejects:
+            self.start_pass()
         self._pages.append(page.tasks)
-        self.rejects.extend(page.rejects)
+        self._pass_rejects[-1].extend(page.rejects)
+
+    def keep_last_pass(self) -> None:
+        """Forgets every pass but the last. Once passes agree, the last one is what the API
+        lists: a task only an earlier pass saw has gone since, and is not loaded as listed."""
+        del self._pages[: self._pass_start]
+        del self._pass_rejects[:-1]
+        self._pass_start = 0
+
+    @property
+    def rejects(self) -> list[Reject]:
+        """The rejected records, a record that several passes saw once: each as often as the
+        pass that saw it most often."""
+        seen: Counter[Reject] = Counter()
+        for rejects in self._pass_rejects:
+            seen |= Counter(rejects)
+        return list(seen.elements())
 
     def __len__(self) -> int:
         """Tasks read, each once, however often it was read."""
