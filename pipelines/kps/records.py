@@ -228,8 +228,9 @@ class TaskBatch:
 
     @property
     def rejects(self) -> list[Reject]:
-        """The rejected records, a record that several passes saw once: each as often as the
-        pass that saw it most often."""
+        """The rejected records. A record that several passes saw counts once: each is kept as
+        often as the one pass that saw it most often (two identical records in a page stay two).
+        """
         seen: Counter[Reject] = Counter()
         for rejects in self._pass_rejects:
             seen |= Counter(rejects)
