@@ -19,7 +19,7 @@ from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
-from .records import fingerprints, tasks_table, with_row_hashes
+from .records import fingerprints, release_memory, tasks_table, with_row_hashes
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -269,8 +269,7 @@ def failed_tasks(
         for start in range(0, table.num_rows, ROWS_PER_TABLE):
             yield with_load_id(table.slice(start, ROWS_PER_TABLE))
         del table
-        # Arrow's allocator keeps freed memory for reuse; the load that follows needs it more.
-        pa.default_memory_pool().release_unused()
+        release_memory()  # the load that follows needs it more
 
     return _failed_tasks()
 

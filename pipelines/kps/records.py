@@ -6,6 +6,7 @@ can be loaded as is.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ _HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
 # Pages are parsed in many threads at once. With arrow's default allocator (mimalloc) a fresh
 # process spent 2.9 s of CPU parsing a million tasks in 32 threads; with the system's, 2.0 s.
 _PARSE_MEMORY = pa.system_memory_pool()
+# glibc's, to hand freed memory back (see `release_memory`); None where the C library has none.
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,17 @@ def tasks_table(batches: list[TaskBatch]) -> pa.Table:
         "failed_at": millis.cast(pa.timestamp("us", tz="UTC")),
     }
     return pa.table([columns[name] for name in TASKS_SCHEMA.names], TASKS_SCHEMA)
+
+
+def release_memory() -> None:
+    """Hands the memory of rows already freed back to the system, for what comes next.
+
+    Both allocators keep freed memory for reuse: arrow's, and the C library's, which held the
+    parsed pages. Kept, it added 0.2 GB to a million tasks' load, and 0.4 GB to two million's.
+    """
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def extra_fields(record: Mapping[str, Any]) -> str | None:
