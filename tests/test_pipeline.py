@@ -6,6 +6,7 @@ import gc
 import json
 from pathlib import Path
 
+import dlt
 import pytest
 
 from pipelines import pipeline
@@ -157,6 +158,13 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     assert run_cli("run", "--no-transform") == 0
 
     assert query(warehouse, "select * from kps_raw.failed_tasks order by task_id") == before
+    # nothing to add or clear: no load job for the tasks, so no merge scanned the history
+    last = dlt.attach(
+        pipeline.pipeline_name(warehouse), pipelines_dir=str(pipeline.pipelines_dir(warehouse))
+    )
+    [package] = last.last_trace.last_load_info.load_packages
+    loaded = {job.job_file_info.table_name for job in package.jobs["completed_jobs"]}
+    assert "failed_tasks" not in loaded and "runs" in loaded
     # `total` is capped at 1000, so the first run needed two passes to agree; the second read
     # its pages back byte for byte as before: one pass, nothing parsed, the run row still whole.
     assert query(

@@ -255,6 +255,7 @@ def failed_tasks(
     )
     def _failed_tasks() -> Iterator[pa.Table]:
         state = dlt.current.source_state()
+        loaded_before = bool(state.get("fingerprints"))
         state.setdefault("fingerprints", {}).update(listed)
         kept = state.setdefault("pages", {})
         for project_id, marks in pages.items():
@@ -262,9 +263,14 @@ def failed_tasks(
                 kept.pop(project_id, None)
             else:
                 kept[project_id] = [list(astuple(mark)) for mark in marks]
-        # An empty table still loads: it is how a project that lists nothing gets its tasks cleared.
-        yield with_load_id(FAILED_TASKS_SCHEMA.empty_table())
         table = pending.pop()
+        if loaded_before and not (complete or table.num_rows):
+            # Nothing to add and nothing to clear (a run that changed nothing): no load job, so
+            # no merge scans the history.
+            return
+        # An empty table still loads: it is how a project that lists nothing gets its tasks
+        # cleared, and how a first run creates the table.
+        yield with_load_id(FAILED_TASKS_SCHEMA.empty_table())
         # A few large tables, not one per project: dlt's cost is per table it is handed.
         for start in range(0, table.num_rows, ROWS_PER_TABLE):
             yield with_load_id(table.slice(start, ROWS_PER_TABLE))
