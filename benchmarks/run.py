@@ -54,11 +54,10 @@ PAGE_SIZE = 1000  # the API's maximum, and this project's default
 A_PROJECTS, A_TASKS = 1000, 1000  # one full page each, so every pass also asks for an empty one
 A_REST_API_PROJECTS = 50  # rest_api runs ~6k rows/s: a subset keeps the benchmark to minutes
 B_PROJECTS, B_TASKS, B_LATENCY_MS = 500, 200, 50.0
-# Runs of ours and the floor in A, taken in turns, of the repeat run in C and of ours in B;
-# medians are reported. A run of a few seconds on this shared machine varies by a tenth or more
-# from one to the next.
-A_RUNS = 3
-B_RUNS = 3
+# Runs of each timed workload but the slow baselines (ours and the floor in A, taken in turns;
+# the repeat run in C; ours in B); medians are reported. A run of a few seconds on this shared
+# machine varies by a tenth or more from one to the next.
+RUNS = 3
 D_PROJECTS, D_TASKS = 20, 50_000  # a million tasks the way a big tenant's few projects hold them
 
 # The targets of the issue.
@@ -617,7 +616,7 @@ def sections_a_and_c(report: Report, tmp: Path, run_a: bool, run_c: bool) -> Non
         ids = sim.info.projects
         firsts: list[Measured] = []
         floors: list[Measured] = []
-        for attempt in range(A_RUNS if run_a else 1):
+        for attempt in range(RUNS if run_a else 1):
             warehouse = tmp / "ours" / str(attempt) / "warehouse" / "kps.duckdb"
             spec = {"projects": ids, "warehouse": str(warehouse)}
             firsts.append(measure(sim, "ours", "ours", spec, tmp / "ours" / str(attempt)))
@@ -659,7 +658,7 @@ def sections_a_and_c(report: Report, tmp: Path, run_a: bool, run_c: bool) -> Non
                     {"projects": ids, "warehouse": str(warehouse)},
                     tmp,
                 )
-                for _ in range(A_RUNS)
+                for _ in range(RUNS)
             ]
             repeat = median_of(repeats)
             if not repeat.error:  # rows only grow: the last repeat's count covers them all
@@ -817,10 +816,10 @@ def median_of_runs(
     workdir: Path,
     env: dict[str, str] | None = None,
 ) -> Measured:
-    """The median of B_RUNS first runs, each into a new warehouse: a run of 3 s on this shared
+    """The median of RUNS first runs, each into a new warehouse: a run of 3 s on this shared
     machine varies by a tenth or more, the sequential baseline's 26 s by well under that."""
     runs = []
-    for attempt in range(B_RUNS):
+    for attempt in range(RUNS):
         warehouse = workdir / str(attempt) / "warehouse" / "kps.duckdb"
         spec = {"projects": projects, "warehouse": str(warehouse)}
         runs.append(measure(sim, workload, "ours", spec, workdir / str(attempt), env))
