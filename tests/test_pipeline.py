@@ -238,6 +238,24 @@ def test_dlts_working_folder_keeps_no_loaded_files(simulator, configure, warehou
     assert [p.name for p in packages[0].glob("completed_jobs/*")] == []
 
 
+def test_rows_wait_for_the_load_in_dlts_working_folder_and_leave_nothing_behind(
+    simulator, configure, warehouse
+):
+    project_id = simulator.add_project(tasks=30)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    [working] = (warehouse.parent / ".dlt").glob("*/state.json")
+    spilled = working.parent / "spilled_tasks"
+    spilled.mkdir()
+    (spilled / "chunk-000001.arrow").write_bytes(b"left by a run that was killed")
+    simulator.add_tasks(project_id, 2)
+
+    assert run_cli("run", "--no-transform") == 0
+
+    assert not spilled.exists()
+    assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(32,)]
+
+
 def test_a_change_on_one_page_reads_the_unchanged_pages_too(simulator, configure, warehouse):
     project_id = simulator.add_project(tasks=2_500)
     configure()

@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import astuple
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dlt
 import pyarrow as pa
-import pyarrow.compute as pc
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.exceptions import PipelineStateNotAvailable
+from dlt.common.pipeline import current_pipeline
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
-from .records import fingerprints, release_memory, tasks_table, with_row_hashes
+from .records import release_memory
 from .settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
     DEFAULT_PAGE_SIZE,
     FAILED_TASKS_SCHEMA,
     REJECTED_RECORDS_SCHEMA,
-    ROWS_PER_TABLE,
     RUNS_SCHEMA,
 )
+from .spill import TaskSpill
 
 LOAD_ID_COLUMN = pa.field("_dlt_load_id", pa.string(), nullable=False)
 # The fingerprint of a project that lists nothing.
@@ -136,9 +137,17 @@ def read_all(
     run_id: str,
     on_page: Callable[[Project, int], None] | None = None,
     known: Mapping[str, Sequence[PageMark]] | None = None,
+    spill: TaskSpill | None = None,
 ) -> list[ProjectRead]:
-    """Every project read, in the configured order."""
-    reads = {r.project: r for r in client.read_projects(projects, run_id, on_page, known)}
+    """Every project read, in the configured order. The rows of each read with rows to load
+    go to `spill` as it finishes, while the other reads go on."""
+    reads = {}
+    for read in client.read_projects(projects, run_id, on_page, known):
+        reads[read.project] = read
+        if spill is not None and read.ok and not read.unchanged:
+            spill.add(read.batch)
+    if spill is not None:
+        spill.flush()
     return [reads[p] for p in projects]
 
 
@@ -182,9 +191,9 @@ def kps(
         for pid, marks in state.get("pages", {}).items()
         if pid in last
     }
-    reads = read_all(client, wanted, run_id, on_page, known)
-    tasks = with_row_hashes(tasks_table([r.batch for r in reads if r.ok and not r.unchanged]))
-    listed = fingerprints(tasks)
+    spill = TaskSpill(spill_directory())
+    reads = read_all(client, wanted, run_id, on_page, known, spill)
+    listed = spill.fingerprints
     complete = {
         r.project.project_id: last[r.project.project_id]
         if r.unchanged
@@ -194,12 +203,10 @@ def kps(
     }
     # A project read completely that says exactly what it said last time is left out of the
     # load: its tasks in the warehouse are already what the API lists.
-    unchanged = [pid for pid, fp in complete.items() if last.get(pid) == fp]
-    if unchanged:
-        tasks = tasks.filter(pc.invert(pc.is_in(tasks["project_id"], pa.array(unchanged))))
+    unchanged = {pid for pid, fp in complete.items() if last.get(pid) == fp}
     pages = {r.project.project_id: r.marks for r in reads if r.ok}
     return (
-        failed_tasks(tasks, sorted(complete.keys() - set(unchanged)), started_at, complete, pages),
+        failed_tasks(spill, complete, unchanged, started_at, pages),
         rejected_records(reads, started_at),
         runs(reads, run_id, started_at),
     )
@@ -218,29 +225,36 @@ def last_state() -> dict[str, dict]:
     return {key: dict(state.get(key, {})) for key in ("fingerprints", "pages")}
 
 
+def spill_directory() -> Path | None:
+    """Where the rows wait for the load: in the pipeline's working folder, on the disk beside
+    dlt's own files (a system temp folder may be memory). Without a pipeline (a dry run) they
+    wait in memory."""
+    pipeline = current_pipeline()
+    return Path(pipeline.working_dir) / "spilled_tasks" if pipeline else None
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def failed_tasks(
-    tasks: pa.Table,
-    complete: Sequence[str],
-    started_at: datetime,
+    spill: TaskSpill,
     listed: dict[str, str],
+    unchanged: Collection[str],
+    started_at: datetime,
     pages: dict[str, list[PageMark] | None],
 ) -> DltResource:
-    """One version per task and change. A task absent from a complete read of its project
-    (`complete`) is retired, cleared, at `started_at`; other projects retire nothing. Records
-    the fingerprints of the `listed` projects, and the `pages` each read saw, in the source
-    state as the data is extracted, so that they land with it."""
+    """One version per task and change, from the rows in `spill` but those of the `unchanged`
+    projects. A task absent from a complete read of its project (a key of `listed`) is retired,
+    cleared, at `started_at`, unless the project is unchanged; other projects retire nothing.
+    Records the fingerprints `listed`, and the `pages` each read saw, in the source state as
+    the data is extracted, so that they land with it."""
+    changed = sorted(listed.keys() - set(unchanged))
     scope = (
-        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in complete) + ")"
-        if complete
+        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in changed) + ")"
+        if changed
         else "1 = 0"
     )
-
-    # Handed over, not kept: once extracted to dlt's files, the rows are freed before the load.
-    pending = [tasks]
 
     @dlt.resource(
         name="failed_tasks",
@@ -263,18 +277,19 @@ def failed_tasks(
                 kept.pop(project_id, None)
             else:
                 kept[project_id] = [list(astuple(mark)) for mark in marks]
-        table = pending.pop()
-        if loaded_before and not (complete or table.num_rows):
-            # Nothing to add and nothing to clear (a run that changed nothing): no load job, so
-            # no merge scans the history.
-            return
-        # An empty table still loads: it is how a project that lists nothing gets its tasks
-        # cleared, and how a first run creates the table.
-        yield with_load_id(FAILED_TASKS_SCHEMA.empty_table())
-        # A few large tables, not one per project: dlt's cost is per table it is handed.
-        for start in range(0, table.num_rows, ROWS_PER_TABLE):
-            yield with_load_id(table.slice(start, ROWS_PER_TABLE))
-        del table
+        try:
+            if loaded_before and not changed and spill.fingerprints.keys() <= set(unchanged):
+                # Nothing to add and nothing to clear (a run that changed nothing): no load
+                # job, so no merge scans the history.
+                return
+            # An empty table still loads: it is how a project that lists nothing gets its tasks
+            # cleared, and how a first run creates the table.
+            yield with_load_id(FAILED_TASKS_SCHEMA.empty_table())
+            # A few large tables, not one per project: dlt's cost is per table it is handed.
+            for table in spill.tables(leave_out=unchanged):
+                yield with_load_id(table)
+        finally:
+            spill.close()
         release_memory()  # the load that follows needs it more
 
     return _failed_tasks()

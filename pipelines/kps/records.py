@@ -239,6 +239,11 @@ class TaskBatch:
             seen |= Counter(rejects)
         return list(seen.elements())
 
+    @property
+    def rows_held(self) -> int:
+        """Rows in the pages held, a task read twice counted twice: cheap, unlike `len`."""
+        return sum(len(page) for page in self._pages)
+
     def __len__(self) -> int:
         """Tasks read, each once, however often it was read."""
         if not self._pages:  # none read, or their pages taken
