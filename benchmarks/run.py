@@ -10,12 +10,14 @@ B. 500 projects x 200 tasks, 50 ms per request: this project (median of 3 runs) 
    sequential loop, and the simulator's peak of requests in flight against the configured
    concurrency.
 C. A repeat run of A's warehouse with nothing changed, and the SQL models' build time.
+D. 20 projects x 50,000 tasks: the models and the report on a million tasks.
+E. Twice A's projects: how this project's peak memory grows with the tasks.
 
 Each workload runs in its own subprocess, so its peak memory is its own and a crash is a row in
 the table, not the end of the benchmark. The simulator runs in yet another process, so its CPU
 does not compete for the client's GIL (the machine has 2 cores: one each).
 
-    .venv/bin/python benchmarks/run.py [--scale 0.1] [--only A|B|C]...
+    .venv/bin/python benchmarks/run.py [--scale 0.1] [--only A|B|C|D|E]...
 """
 
 from __future__ import annotations
@@ -59,11 +61,15 @@ B_PROJECTS, B_TASKS, B_LATENCY_MS = 500, 200, 50.0
 # machine varies by a tenth or more from one to the next.
 RUNS = 3
 D_PROJECTS, D_TASKS = 20, 50_000  # a million tasks the way a big tenant's few projects hold them
+E_SCALE = 2  # E: A's projects times this, for how memory grows with the tasks
 
 # The targets of the issue.
 MIN_SPEEDUP_VS_REST_API = 10.0
 MAX_SLOWDOWN_VS_FLOOR = 3.0
 MAX_PEAK_MB = 1024.0
+# Our reading of "memory stays flat as the number of tasks grows": twice the tasks, at most a
+# quarter more memory (the rows themselves double).
+MAX_PEAK_GROWTH = 1.25
 MIN_SPEEDUP_VS_SEQUENTIAL = 10.0
 MAX_REPEAT_SHARE = 0.25  # "a small fraction of the first run"
 # Our reading of "rebuilds the marts quickly" (the issue gives no figure): the models after a
@@ -580,6 +586,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    a_peak_mb: float | None = None  # A's peak, which E compares against
 
 
 def configured_concurrency() -> int:
@@ -631,6 +638,7 @@ def sections_a_and_c(report: Report, tmp: Path, run_a: bool, run_c: bool) -> Non
                 floor_dir = tmp / "floor" / str(attempt)
                 floors.append(measure(sim, "floor: urllib3 + read_json", "floor", spec, floor_dir))
         first = median_of(firsts)
+        report.a_peak_mb = first.peak_mb
         # C repeats the median run (every first run loaded the same rows)
         warehouse = Path(first.details["warehouse"])
         first.notes.append(_server_note(first))
@@ -711,6 +719,30 @@ def section_d(report: Report, tmp: Path) -> None:
             not rendered.error and rendered.seconds < MAX_REPORT_SECONDS,
         ),
     ]
+
+
+def section_e(report: Report, tmp: Path) -> None:
+    """E: ours at E_SCALE times A's tasks, for how memory grows with them."""
+    projects = max(1, round(A_PROJECTS * E_SCALE * report.scale))
+    print(f"E: {projects * A_TASKS:,} tasks", flush=True)
+    with simulator(projects, A_TASKS) as sim:
+        warehouse = tmp / "warehouse" / "kps.duckdb"
+        spec = {"projects": sim.info.projects, "warehouse": str(warehouse)}
+        more = measure(sim, f"ours, {E_SCALE}x A's tasks", "ours", spec, tmp)
+    growth = None if more.error else _ratio(more.peak_mb, report.a_peak_mb)
+    report.rows.append(
+        Row("E", more, "" if growth is None else f"peak {growth:.2f}x A's", [_server_note(more)])
+    )
+    report.phases[f"E: {more.workload}"] = more.details.get("phases", {})
+    report.targets.append(
+        Target(
+            f"E (ours): {E_SCALE}x A's tasks peak at <= {MAX_PEAK_GROWTH:g}x A's memory",
+            ""
+            if growth is None
+            else f"{more.peak_mb:,.0f} MB vs {report.a_peak_mb:,.0f} MB = {growth:.2f}x",
+            None if growth is None else growth <= MAX_PEAK_GROWTH,
+        )
+    )
 
 
 def section_a(report: Report, ours: Measured, rest: Measured, floor: Measured) -> None:
@@ -1021,7 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="workload size factor, e.g. 0.1")
     parser.add_argument(
-        "--only", action="append", choices=("A", "B", "C", "D"), help="run only these sections"
+        "--only",
+        action="append",
+        choices=("A", "B", "C", "D", "E"),
+        help="run only these sections (E compares with A)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1029,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(args.worker)
     if args.scale <= 0:
         parser.error("--scale must be positive")
-    sections = set(args.only or ("A", "B", "C", "D"))
+    sections = set(args.only or ("A", "B", "C", "D", "E"))
     os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"  # inherited by the simulator processes
     report = Report(args.scale)
     started = time.perf_counter()
@@ -1041,6 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
             section_b(report, tmp / "b")
         if "D" in sections:
             section_d(report, tmp / "d")
+        if "E" in sections:
+            section_e(report, tmp / "e")
     text = render(report)
     print()
     print(text)
