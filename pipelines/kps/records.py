@@ -267,8 +267,9 @@ def tasks_table(batches: list[TaskBatch]) -> pa.Table:
     """The rows of every batch as one table of TASKS_SCHEMA, `failed_at` converted from epoch
     ms; the batches let their pages go. Row hashes are added next (see `with_row_hashes`).
 
-    Built once for all projects after the reads, not per project in the read threads: there,
-    contending with the reads, arrow's dozen calls per project cost several times their CPU.
+    Built for many projects at once (a chunk of the spill), not per project in the read
+    threads: there, contending with the reads, arrow's dozen calls per project cost several
+    times their CPU.
     """
     pages: list[pa.Table] = []
     owners: list[TaskBatch] = []  # the batches with rows, in order

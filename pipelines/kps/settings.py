@@ -18,7 +18,8 @@ MAX_PASSES = 3
 # turn, so with many regions no one region's gateway sees them all.
 DEFAULT_CONCURRENCY = 32
 
-# Rows per arrow table handed to dlt: dlt's extract cost is per table, not per row.
+# Rows per chunk of the spill: hashed and written together as projects finish, and handed to
+# dlt as one arrow table (dlt's extract cost is per table, not per row).
 ROWS_PER_TABLE = 100_000
 
 # The fields of a FailedTasks record, and the ones a record cannot be loaded without.
