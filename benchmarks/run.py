@@ -808,12 +808,12 @@ def section_b(report: Report, tmp: Path) -> None:
     for run in (ours, more):
         report.phases[f"B: {run.workload}"] = run.details.get("phases", {})
     speedup = _ratio(sequential.seconds, ours.seconds)
-    read = ours.details.get("phases", {}).get("read")
+    read = _http_read(ours)
     for run, cap in ((ours, concurrency), (more, doubled)):
         peak = run.details.get("peak_concurrency")
         run.notes.append(f"peak concurrency {peak} of {cap}")
-        if not run.error and run.details.get("phases", {}).get("read"):
-            run.notes.append(f"HTTP read {run.details['phases']['read']:.2f} s")
+        if not run.error and _http_read(run):
+            run.notes.append(f"HTTP read {_http_read(run):.2f} s")
     report.rows += [
         Row("B", ours, "" if speedup is None else f"{speedup:.1f}x sequential", ours.notes),
         Row("B", more, _x(_ratio(sequential.seconds, more.seconds), "sequential"), more.notes),
@@ -840,6 +840,15 @@ def section_b(report: Report, tmp: Path) -> None:
             None if peak is None or ours.error else peak <= concurrency,
         ),
     ]
+
+
+def _http_read(measured: Measured) -> float | None:
+    """B's read less its hashing: B's 100,000 rows fill one chunk only with the last project,
+    so the hashing follows the requests instead of overlapping them."""
+    phases = measured.details.get("phases", {})
+    if not phases.get("read"):
+        return None
+    return phases["read"] - phases.get(OVERLAPPED_PHASE, 0.0)
 
 
 def median_of_runs(
