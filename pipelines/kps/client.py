@@ -119,6 +119,10 @@ class ProjectRead:
     unchanged: bool = False
     # The pages of this read's last pass, for the next run; None unless the read was complete.
     marks: list[PageMark] | None = None
+    # The pages of the pass before, by offset, while the next one reads: a page that comes back
+    # with the same bytes is not parsed, nor held, twice.
+    last_pass: Mapping[int, Page] = field(default_factory=dict)
+    parsed: int = 0  # pages parsed; the others came back as a pass or the last run saw them
     finished_at: float = 0.0
     error: str | None = None
     complete: bool = False
@@ -287,9 +291,14 @@ class KpsClient:
         mark = read.known.get(offset) if read.passes == 1 else None
         if mark is not None and mark.digest == digest:
             return Page(offset, mark.total, mark.size, digest, None, body)
+        again = read.last_pass.get(offset)
+        if again is not None and again.digest == digest and again.tasks is not None:
+            return Page(offset, again.total, again.size, digest, again.tasks)
         total, tasks = parse_body(
             body, response.headers.get("Content-Type"), offset, self.page_size
         )
+        with self._count_lock:
+            read.parsed += 1
         return Page(offset, total, tasks.size, digest, tasks)
 
     def _get(self, project: Project, url: str, read: ProjectRead) -> Response:
@@ -351,6 +360,7 @@ class KpsClient:
                 read.notes.append("kept every task read, cleared nothing")
         except KpsError as exc:
             read.error = str(exc)
+        read.last_pass = {}  # the batch holds what is kept
         if not (read.ok and read.complete) or read.batch.rejects:
             read.marks = None  # only a complete read without rejects can vouch for a next one
         read.finished_at = time.time()
@@ -382,6 +392,7 @@ class KpsClient:
             if page.tasks is None:  # the same as last time, but the pass as a whole is not
                 page.tasks = parse_body(page.body or b"", None, page.offset, self.page_size)[1]
                 page.body = None
+                read.parsed += 1
             read.batch.add(page.tasks)
             page_ids = page.tasks.ids
             if len(set(page_ids)) != len(page_ids):
@@ -400,6 +411,7 @@ class KpsClient:
         if verdict == WHOLE and non_empty > 1 and totals != {len(ids)}:
             verdict = UNCONFIRMED
         read.marks = [PageMark(p.offset, p.digest, p.size, p.total) for p in pages]
+        read.last_pass = {page.offset: page for page in pages}
         return id_set, verdict
 
     def _pages(self, project: Project, read: ProjectRead) -> Iterator[Page]:
