@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,19 +136,18 @@ def read_all(
     client: KpsClient,
     projects: Sequence[Project],
     run_id: str,
+    spill: TaskSpill,
     on_page: Callable[[Project, int], None] | None = None,
     known: Mapping[str, Sequence[PageMark]] | None = None,
-    spill: TaskSpill | None = None,
 ) -> list[ProjectRead]:
     """Every project read, in the configured order. The rows of each read with rows to load
     go to `spill` as it finishes, while the other reads go on."""
     reads = {}
     for read in client.read_projects(projects, run_id, on_page, known):
         reads[read.project] = read
-        if spill is not None and read.ok and not read.unchanged:
+        if read.ok and not read.unchanged:
             spill.add(read.batch)
-    if spill is not None:
-        spill.flush()
+    spill.flush()
     return [reads[p] for p in projects]
 
 
@@ -192,7 +192,7 @@ def kps(
         if pid in last
     }
     spill = TaskSpill(spill_directory())
-    reads = read_all(client, wanted, run_id, on_page, known, spill)
+    reads = read_all(client, wanted, run_id, spill, on_page, known)
     listed = spill.fingerprints
     complete = {
         r.project.project_id: last[r.project.project_id]
@@ -240,7 +240,7 @@ def new_run_id() -> str:
 def failed_tasks(
     spill: TaskSpill,
     listed: dict[str, str],
-    unchanged: Collection[str],
+    unchanged: AbstractSet[str],
     started_at: datetime,
     pages: dict[str, list[PageMark] | None],
 ) -> DltResource:
@@ -249,7 +249,7 @@ def failed_tasks(
     cleared, at `started_at`, unless the project is unchanged; other projects retire nothing.
     Records the fingerprints `listed`, and the `pages` each read saw, in the source state as
     the data is extracted, so that they land with it."""
-    changed = sorted(listed.keys() - set(unchanged))
+    changed = sorted(listed.keys() - unchanged)
     scope = (
         "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in changed) + ")"
         if changed
@@ -278,7 +278,7 @@ def failed_tasks(
             else:
                 kept[project_id] = [list(astuple(mark)) for mark in marks]
         try:
-            if loaded_before and not changed and spill.fingerprints.keys() <= set(unchanged):
+            if loaded_before and not changed and spill.fingerprints.keys() <= unchanged:
                 # Nothing to add and nothing to clear (a run that changed nothing): no load
                 # job, so no merge scans the history.
                 return

@@ -34,7 +34,6 @@ class TaskSpill:
             directory.mkdir(parents=True)
         self.directory = directory
         self.fingerprints: dict[str, str] = {}
-        self.rows = 0
         self._chunk_rows = chunk_rows
         self._waiting: list[TaskBatch] = []
         self._waiting_rows = 0
@@ -58,7 +57,6 @@ class TaskSpill:
         self.fingerprints.update(fingerprints(tasks))
         if not tasks.num_rows:
             return
-        self.rows += tasks.num_rows
         if self.directory is None:
             self._chunks.append(tasks)
             return
