@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pipelines.kps.settings import DEFAULT_CONCURRENCY
+from kps_warehouse.source.settings import DEFAULT_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results.md"
@@ -102,7 +102,7 @@ class SimulatorInfo:
 
 def serve_simulator(conn: Connection, projects: int, tasks: int, latency_ms: float) -> None:
     """Child process: a seeded simulator on a free port, answering commands from the pipe."""
-    from pipelines.simulator import Simulator
+    from kps_simulator import Simulator
 
     sim = Simulator(seed=SEED, now_ms=NOW_MS)
     ids = [sim.add_project(region=REGION, tasks=tasks) for _ in range(projects)]
@@ -299,12 +299,12 @@ def _short(measured: Measured) -> str:
 
 
 def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """This project: `pipelines.pipeline.run` without the models into `spec["warehouse"]`."""
+    """This project: `kps_warehouse.load.run` without the models into `spec["warehouse"]`."""
     import duckdb
-
-    from pipelines import kps as kps_source
-    from pipelines import pipeline, warehouse
-    from pipelines.kps import KpsCredentials, spill
+    from kps_warehouse import load
+    from kps_warehouse import source as kps_source
+    from kps_warehouse.ops import warehouse
+    from kps_warehouse.source import KpsCredentials, spill
 
     # Where the time goes: wrappers around the phases that happen outside dlt's own steps.
     phases: dict[str, float] = {}
@@ -322,7 +322,7 @@ def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
     path = Path(spec["warehouse"])
     transform = spec.get("transform", False)
     started = time.perf_counter()
-    result = pipeline.run(path, transform=transform, **args)
+    result = load.run(path, transform=transform, **args)
     seconds = time.perf_counter() - started
     if result.transform is not None:
         phases["models"] = result.transform.seconds
@@ -478,11 +478,10 @@ def work_transform(spec: dict[str, Any]) -> dict[str, Any]:
     """`kps-warehouse transform`: every model rebuilt in the writer's copy, the data tests run,
     the copy published."""
     import duckdb
-
-    from pipelines import pipeline
+    from kps_warehouse import load
 
     started = time.perf_counter()
-    result = pipeline.transform_only(Path(spec["warehouse"]))
+    result = load.transform_only(Path(spec["warehouse"]))
     seconds = time.perf_counter() - started
     if result.transform is None:
         return {"error": result.transform_error or "no models built"}
@@ -498,8 +497,8 @@ def work_transform(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def work_report(spec: dict[str, Any]) -> dict[str, Any]:
-    """`pipelines.report.render` over the warehouse: the notebook executed, HTML written."""
-    from pipelines import report
+    """The report rendered over the warehouse: the notebook executed, HTML written."""
+    from kps_warehouse.report import notebook as report
 
     out = Path(spec["warehouse"]).with_name("report.html")
     started = time.perf_counter()

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from pipelines.cli import main
-from pipelines.simulator import Simulator
-from pipelines.warehouse import Warehouse
+from kps_simulator import Simulator
+from kps_warehouse.ops.cli import main
+from kps_warehouse.ops.warehouse import Warehouse
 
 # The console script of this venv, for tests that run the command as a scheduler would.
 CLI = str(Path(sys.executable).parent / "kps-warehouse")
@@ -42,7 +41,7 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def writer(warehouse: Path) -> Path:
-    """The private copy runs load into, beside the warehouse (see pipelines/warehouse.py)."""
+    """The private copy runs load into, beside the warehouse (see `ops/warehouse.py`)."""
     return Warehouse(warehouse).writer
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from pipelines.kps.auth import PasswordAuth, sign
-from pipelines.kps.client import KpsClient, Project
+from kps_warehouse.source.auth import PasswordAuth, sign
+from kps_warehouse.source.client import KpsClient, Project
 
 from .conftest import query, run_cli
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.kps.auth import TokenAuth
-from pipelines.kps.client import KpsClient, Project
+from kps_warehouse.source.auth import TokenAuth
+from kps_warehouse.source.client import KpsClient, Project
 
 
 def read_one(simulator, project_id: str, on_page=None):

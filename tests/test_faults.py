@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from pipelines.kps.auth import TokenAuth
-from pipelines.kps.client import KpsClient, Project
+from kps_warehouse.source.auth import TokenAuth
+from kps_warehouse.source.client import KpsClient, Project
 
 from .conftest import query, run_cli
 

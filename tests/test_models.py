@@ -13,9 +13,7 @@ import duckdb
 import pytest
 import sqlglot
 import yaml
-from sqlglot.errors import ErrorLevel
-
-from pipelines.models import (
+from kps_warehouse.transform.runner import (
     SQL_DIR,
     MissingSourceError,
     ModelError,
@@ -23,6 +21,7 @@ from pipelines.models import (
     build_order,
     transform,
 )
+from sqlglot.errors import ErrorLevel
 
 RAW_TABLES = """
 create schema kps_raw;

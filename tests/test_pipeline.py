@@ -8,9 +8,8 @@ from pathlib import Path
 
 import dlt
 import pytest
-
-from pipelines import pipeline
-from pipelines.simulator import Simulator
+from kps_simulator import Simulator
+from kps_warehouse import load
 
 from .conftest import query, run_cli
 
@@ -136,7 +135,7 @@ def test_a_task_gone_after_the_first_pass_is_cleared_by_the_passes_that_agree(
             simulator.delete_tasks(project_id, ids=[gone])
 
     simulator.add_tasks(project_id, 1)  # so that the first pass is not the last run's pages
-    pipeline.run(warehouse, transform=False, on_page=delete_once)
+    load.run(warehouse, transform=False, on_page=delete_once)
 
     got = loaded(warehouse, project_id)
     assert {k for k, v in got.items() if v[3] is not None} == {gone}
@@ -160,7 +159,7 @@ def test_a_repeat_run_with_no_change_adds_no_rows(simulator, configure, warehous
     assert query(warehouse, "select * from kps_raw.failed_tasks order by task_id") == before
     # nothing to add or clear: no load job for the tasks, so no merge scanned the history
     last = dlt.attach(
-        pipeline.pipeline_name(warehouse), pipelines_dir=str(pipeline.pipelines_dir(warehouse))
+        load.pipeline_name(warehouse), pipelines_dir=str(load.pipelines_dir(warehouse))
     )
     [package] = last.last_trace.last_load_info.load_packages
     loaded = {job.job_file_info.table_name for job in package.jobs["completed_jobs"]}
@@ -223,7 +222,7 @@ def test_a_runs_outcome_counts_new_and_changed_versions_apart_from_cleared_tasks
     assert run_cli("run", "--no-transform") == 0
 
     [(run_id,)] = query(warehouse, "select max(run_id) from kps_raw.runs")
-    [outcome] = pipeline.read_outcomes(warehouse, run_id)
+    [outcome] = load.read_outcomes(warehouse, run_id)
     assert (outcome.tasks_seen, outcome.new_versions, outcome.cleared) == (19, 3, 3)
 
 

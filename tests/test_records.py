@@ -7,8 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-
-from pipelines.kps.records import (
+from kps_warehouse.source.records import (
     TaskBatch,
     check_record,
     fingerprints,

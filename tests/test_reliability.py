@@ -10,9 +10,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from pipelines import pipeline
-from pipelines.warehouse import Warehouse
+from kps_warehouse import load
+from kps_warehouse.ops.warehouse import Warehouse
 
 from .conftest import CLI, query
 
@@ -105,8 +104,8 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
                 )
     planted = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
 
-    with pipeline.load_connection(writer) as con:
-        pipeline.drop_doubled_rows(con, [resumed])
+    with load.load_connection(writer) as con:
+        load.drop_doubled_rows(con, [resumed])
 
     after = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
     for table in tables:
@@ -226,9 +225,9 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
     assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
     simulator.delete_tasks(project_id, n=2)
     # What a run killed right after its extract leaves: an extracted, unloaded package.
-    with pipeline.load_connection(writer) as con:
-        stopped = pipeline.make_pipeline(Warehouse(warehouse), con)
-        stopped.extract(pipeline.make_source(run_id="stopped-run"))
+    with load.load_connection(writer) as con:
+        stopped = load.make_pipeline(Warehouse(warehouse), con)
+        stopped.extract(load.make_source(run_id="stopped-run"))
     simulator.add_tasks(project_id, 3)
 
     run = subprocess.run([CLI, "run", "--no-transform"], capture_output=True, text=True)
@@ -254,9 +253,9 @@ def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
 
     assert query(warehouse, "select count(*) from kps_raw._dlt_pipeline_state") == [(1,)]
     # dlt's working folder lost: the state comes back from the warehouse, the newest one
-    pipeline.drop_dlt_state(warehouse)
-    with pipeline.load_connection(writer) as con:
-        restored = pipeline.make_pipeline(Warehouse(warehouse), con)
+    load.drop_dlt_state(warehouse)
+    with load.load_connection(writer) as con:
+        restored = load.make_pipeline(Warehouse(warehouse), con)
         restored.sync_destination()
         kept = restored.state["sources"]["kps"]["pages"][project_id]
     assert [size for _, _, size, _ in kept] == [35]

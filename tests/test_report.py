@@ -14,10 +14,9 @@ from pathlib import Path
 import duckdb
 import nbformat
 import pytest
-
-from pipelines import report
-from pipelines.report import ReportError, render
-from pipelines.simulator import Simulator
+from kps_simulator import Simulator
+from kps_warehouse.report import notebook as report
+from kps_warehouse.report.notebook import ReportError, render
 
 from .conftest import FIXED_NOW_MS, query, run_cli
 

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from pipelines.simulator import Simulator, generate_project_id, generate_tasks
+from kps_simulator import Simulator, generate_project_id, generate_tasks
 
 NOW_MS = 1_750_000_000_000
 TOKEN = "sim-token"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
-
-from pipelines.kps.records import (
+from kps_warehouse.source.records import (
     TaskBatch,
     fingerprints,
     read_page,
@@ -12,7 +11,7 @@ from pipelines.kps.records import (
     tasks_table,
     with_row_hashes,
 )
-from pipelines.kps.spill import TaskSpill
+from kps_warehouse.source.spill import TaskSpill
 
 from .test_records import TASK, body
 

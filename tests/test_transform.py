@@ -7,9 +7,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from pipelines import models, pipeline
-from pipelines.models import SQL_DIR, build_order
+from kps_warehouse import load
+from kps_warehouse.transform import runner
+from kps_warehouse.transform.runner import SQL_DIR, build_order
 
 from .conftest import query, run_cli
 
@@ -124,7 +124,7 @@ TESTS_RUN_AGAIN = [
 def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_build(
     loaded, warehouse
 ):
-    result = pipeline.run()
+    result = load.run()
 
     assert sorted(result.transform.kept) == TASK_MODELS
     assert [t.name for t in result.transform.failed] == []
@@ -145,7 +145,7 @@ def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, wareh
     else:  # retires a version and adds no row: the count of rows alone would not tell
         simulator.delete_tasks(project_id, n=1)
 
-    result = pipeline.run()
+    result = load.run()
 
     assert result.transform.kept == []
     assert result.transform.reused == []
@@ -159,7 +159,7 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, writer,
     with (sql_dir / "intermediate" / "int_failures__daily.sql").open("a") as sql:
         sql.write("\n-- edited\n")
 
-    result = models.transform(writer, sql_dir, keep_unchanged=True)
+    result = runner.transform(writer, sql_dir, keep_unchanged=True)
 
     rebuilt = set(result.models) - set(result.kept)
     assert rebuilt == {
@@ -180,7 +180,7 @@ def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, write
     weeks = query(writer, "select count(*) from marts.failure_weekly")[0][0]
 
     for _ in range(2):
-        result = models.transform(writer, sql_dir, keep_unchanged=True)
+        result = runner.transform(writer, sql_dir, keep_unchanged=True)
         [failed] = result.failed
         assert failed.name == "assert_no_week_at_all"
         assert (failed.failures, failed.reused) == (weeks, False)
@@ -206,5 +206,5 @@ def test_after_every_kind_of_run_the_kept_models_equal_a_full_build(
         change()
         assert run_cli("run") == 0
         full = Path(shutil.copy(warehouse, tmp_path / "full.duckdb"))
-        models.transform(full)  # every model rebuilt from the same raw tables
+        runner.transform(full)  # every model rebuilt from the same raw tables
         assert every_model(warehouse) == every_model(full)

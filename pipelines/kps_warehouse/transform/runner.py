@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,8 @@ import sqlglot
 import yaml
 from sqlglot import exp
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# `sql/` ships in the wheel as this package's data (see pyproject.toml).
+SQL_DIR = Path(str(resources.files("kps_warehouse.sql")))
 SCHEMA_FILE = "schema.yml"
 TESTS_DIR = "tests"
 VIEW_SCHEMAS = frozenset({"staging"})

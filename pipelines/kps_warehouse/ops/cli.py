@@ -1,4 +1,4 @@
-"""`kps-warehouse`: argument parsing and output only; the work is in pipeline, models and report.
+"""`kps-warehouse`: argument parsing and output only; the work is in load, transform and report.
 
 Exit status: 0 success, 1 failure, 2 bad usage or configuration, 3 some projects failed.
 """
@@ -171,9 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if json_lines:
         os.environ.setdefault("RUNTIME__LOG_FORMAT", "JSON")
     # Imported late: dlt reads its telemetry and log settings when it is first imported.
-    from .kps.client import ConfigError
-    from .pipeline import RunError, apply_dlt_defaults
-    from .report import ReportError
+    from kps_warehouse.load import RunError, apply_dlt_defaults
+    from kps_warehouse.report import ReportError
+    from kps_warehouse.source.client import ConfigError
+
     from .warehouse import WarehouseBusy
 
     apply_dlt_defaults()
@@ -213,7 +214,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
-    from . import pipeline
+    from kps_warehouse import load
 
     started = time.monotonic()
     if getattr(args, "projects", None):
@@ -221,7 +222,7 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
     progress = Progress(enabled=not out.json_lines and sys.stderr.isatty())
     source_args["on_page"] = progress.page
     if getattr(args, "dry_run", False):
-        outcomes = pipeline.dry_run(**source_args)
+        outcomes = load.dry_run(**source_args)
         progress.done()
         for p in outcomes:
             out.event("project", project_line(p), dry_run=True, **vars(p))
@@ -237,8 +238,8 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
     if getattr(args, "full_refresh", False):
         if not confirm_full_refresh(args, out):
             return USAGE
-        pipeline.drop_warehouse(warehouse or pipeline.warehouse_path())
-    result = pipeline.run(
+        load.drop_warehouse(warehouse or load.warehouse_path())
+    result = load.run(
         warehouse=warehouse, transform=not getattr(args, "no_transform", False), **source_args
     )
     progress.done()
@@ -376,16 +377,16 @@ def print_transform(result: Any, out: Output) -> None:
 
 
 def cmd_transform(args: argparse.Namespace, out: Output) -> int:
-    from . import pipeline
+    from kps_warehouse import load
 
-    result = pipeline.transform_only()
+    result = load.transform_only()
     print_transform(result, out)
     return result.exit_code
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:
-    from . import report
-    from .pipeline import warehouse_path
+    from kps_warehouse import report
+    from kps_warehouse.load import warehouse_path
 
     warehouse = warehouse_path()
     target = args.out or warehouse.parent / "report.html"
@@ -395,8 +396,9 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from kps_warehouse.load import drop_warehouse
+
     from . import demo
-    from .pipeline import drop_warehouse
 
     warehouse = Path("warehouse").absolute() / "demo.duckdb"
     drop_warehouse(warehouse)
@@ -408,7 +410,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         code = max(code, cmd_run(args, out, warehouse=warehouse, **source_args))
     if code not in (OK, PARTIAL):
         return code
-    from . import report
+    from kps_warehouse import report
 
     target = args.out or warehouse.parent / "demo-report.html"
     report_path = report.render(warehouse, target)
@@ -419,7 +421,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
-    from .simulator import Simulator
+    from kps_simulator import Simulator
 
     sim = Simulator(token=args.token, seed=args.seed)
     regions = ("cn-north-4", "ap-southeast-1")
@@ -451,8 +453,9 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from kps_warehouse.load import warehouse_path
+
     from . import status
-    from .pipeline import warehouse_path
 
     report = status.read(warehouse_path())
     for line, fields in report.lines():

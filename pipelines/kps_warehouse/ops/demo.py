@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from kps_simulator import Simulator
 
-from .kps import KpsCredentials
-from .simulator import Simulator
+from kps_warehouse.source import KpsCredentials
 
 SEED = 2026
 # (region, tasks): one project past a page boundary, one empty, two regions.

@@ -27,8 +27,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from pipelines.kps.auth import SDK_DATE_FORMAT, SIGNING_ALGORITHM, sign
-from pipelines.simulator.data import (
+from kps_warehouse.source.auth import SDK_DATE_FORMAT, SIGNING_ALGORITHM, sign
+
+from kps_simulator.data import (
     DAY_MS,
     Pool,
     generate_pool,

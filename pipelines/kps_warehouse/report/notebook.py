@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "failure_report.ipynb"
+# `notebooks/` ships in the wheel as this package's data (see pyproject.toml).
+NOTEBOOK = Path(str(resources.files("kps_warehouse.notebooks"))) / "failure_report.ipynb"
 DEFAULT_DAYS = 30
 REQUIRED_MARTS = ("dim_projects", "fct_failed_tasks", "failure_trend_error_code", "failure_spikes")
 SNAPSHOT_ATTEMPTS = 5

@@ -18,10 +18,10 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from . import models
-from .kps import kps, new_run_id
-from .kps.client import ConfigError
-from .warehouse import Warehouse
+from kps_warehouse.ops.warehouse import Warehouse
+from kps_warehouse.source import kps, new_run_id
+from kps_warehouse.source.client import ConfigError
+from kps_warehouse.transform import runner
 
 PIPELINE_NAME = "kps_warehouse"
 DATASET = "kps_raw"
@@ -53,7 +53,7 @@ class RunResult:
     run_id: str
     warehouse: Path
     projects: list[ProjectOutcome] = field(default_factory=list)
-    transform: models.TransformResult | None = None
+    transform: runner.TransformResult | None = None
     transform_error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -264,8 +264,8 @@ def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = Fa
     """The models built into `result`; a run keeps those nothing changed for, while `transform`
     rebuilds every one (after a hand-made change to a table, say)."""
     try:
-        result.transform = models.transform(database, keep_unchanged=keep_unchanged)
-    except models.ModelError as exc:
+        result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+    except runner.ModelError as exc:
         result.transform_error = str(exc)
 
 

@@ -1,0 +1,1 @@
+"""The report notebook, shipped inside the wheel as package data of `kps_warehouse`."""

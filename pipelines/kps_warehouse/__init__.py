@@ -1,0 +1,6 @@
+"""Huawei Cloud KPS failed key-pair tasks, kept as history, with trend models and a report.
+
+The flow, one way: `source` (config, HTTP client, dlt source) → `load` (one dlt run) →
+`transform` (the SQL models in `sql/`) → `report` (the notebook) ; `ops` holds what operates
+them: the warehouse lock and publish, status, the demo and the command line.
+"""

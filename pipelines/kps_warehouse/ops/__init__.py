@@ -1,0 +1,1 @@
+"""Operating the warehouse: lock and publish, status, the demo and the command line."""

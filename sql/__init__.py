@@ -1,0 +1,1 @@
+"""The SQL models, shipped inside the wheel as package data of `kps_warehouse`."""
