@@ -301,6 +301,7 @@ def _short(measured: Measured) -> str:
 def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """This project: `kps_warehouse.load.run` without the models into `spec["warehouse"]`."""
     import duckdb
+
     from kps_warehouse import load
     from kps_warehouse import source as kps_source
     from kps_warehouse.ops import warehouse
@@ -478,6 +479,7 @@ def work_transform(spec: dict[str, Any]) -> dict[str, Any]:
     """`kps-warehouse transform`: every model rebuilt in the writer's copy, the data tests run,
     the copy published."""
     import duckdb
+
     from kps_warehouse import load
 
     started = time.perf_counter()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from kps_simulator import Simulator
 from kps_warehouse.ops.cli import main
 from kps_warehouse.ops.warehouse import Warehouse

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from kps_warehouse.source.auth import PasswordAuth, sign
 from kps_warehouse.source.client import KpsClient, Project
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kps_warehouse.source.auth import TokenAuth
 from kps_warehouse.source.client import KpsClient, Project
 

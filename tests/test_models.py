@@ -13,6 +13,8 @@ import duckdb
 import pytest
 import sqlglot
 import yaml
+from sqlglot.errors import ErrorLevel
+
 from kps_warehouse.transform.runner import (
     SQL_DIR,
     MissingSourceError,
@@ -21,7 +23,6 @@ from kps_warehouse.transform.runner import (
     build_order,
     transform,
 )
-from sqlglot.errors import ErrorLevel
 
 RAW_TABLES = """
 create schema kps_raw;

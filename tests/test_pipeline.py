@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dlt
 import pytest
+
 from kps_simulator import Simulator
 from kps_warehouse import load
 

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from kps_warehouse.source.records import (
     TaskBatch,
     check_record,

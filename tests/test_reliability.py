@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from kps_warehouse import load
 from kps_warehouse.ops.warehouse import Warehouse
 

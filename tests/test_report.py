@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import nbformat
 import pytest
+
 from kps_simulator import Simulator
 from kps_warehouse.report import notebook as report
 from kps_warehouse.report.notebook import ReportError, render

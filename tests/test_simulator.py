@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from kps_simulator import Simulator, generate_project_id, generate_tasks
 
 NOW_MS = 1_750_000_000_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+
 from kps_warehouse.source.records import (
     TaskBatch,
     fingerprints,

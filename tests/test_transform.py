@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from kps_warehouse import load
 from kps_warehouse.transform import runner
 from kps_warehouse.transform.runner import SQL_DIR, build_order

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import certifi
 import pytest
+
 from kps_warehouse.source.transport import CA_BUNDLE_VARIABLES, ca_bundle, environment_proxy
 
 VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", *CA_BUNDLE_VARIABLES)

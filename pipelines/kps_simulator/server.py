@@ -27,8 +27,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from kps_warehouse.source.auth import SDK_DATE_FORMAT, SIGNING_ALGORITHM, sign
-
 from kps_simulator.data import (
     DAY_MS,
     Pool,
@@ -36,6 +34,7 @@ from kps_simulator.data import (
     generate_project_id,
     generate_tasks,
 )
+from kps_warehouse.source.auth import SDK_DATE_FORMAT, SIGNING_ALGORITHM, sign
 
 LIMIT_RANGE = (1, 1000)
 OFFSET_RANGE = (0, 100_000)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from kps_simulator import Simulator
 
+from kps_simulator import Simulator
 from kps_warehouse.source import KpsCredentials
 
 SEED = 2026
