@@ -111,11 +111,10 @@ def load_connection(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         str(database),
         config={
             # Row order means nothing in these tables; without it DuckDB writes a load's rows
-            # on every core, and loading a million rows takes a third less time.
+            # on every core.
             "preserve_insertion_order": False,
-            # DuckDB's default is 80% of the machine; a load spills past this instead. At a
-            # million rows 256 MB loads as fast as 512 MB did; at four million the run's peak
-            # was 744 MB against 907 MB.
+            # DuckDB's default is 80% of the machine; a load spills past this instead, and a
+            # larger limit loaded no faster (benchmarks/HISTORY.md).
             "memory_limit": LOAD_MEMORY_LIMIT,
         },
     )
@@ -191,8 +190,7 @@ def old_objects_frozen() -> Iterator[None]:
     """Leaves what was alive before the run out of garbage collection while it lasts.
 
     That is mostly what the imports built (dlt, pyarrow, DuckDB): objects that live as long as
-    the process, yet every full collection walked them all. A first run of 500 projects spent
-    0.15 s of 2.6 s collecting, 0.04 s with them frozen. They are unfrozen after, so garbage
+    the process, yet every full collection walks them all. They are unfrozen after, so garbage
     among them is collected later, and a process making many runs keeps nothing extra.
     """
     gc.freeze()
@@ -346,10 +344,10 @@ def root_cause(exc: BaseException) -> str:
 # dlt settings this project relies on, unless the operator set them otherwise.
 DLT_DEFAULTS = {
     "RUNTIME__DLTHUB_TELEMETRY": "false",
-    # dlt keeps every loaded file by default: a million tasks left 100 MB in .dlt/ per run.
+    # dlt keeps every loaded file by default: .dlt/ would grow by the size of every load.
     "LOAD__DELETE_COMPLETED_JOBS": "true",
-    # The extracted parquet files live only until the load, on this machine: compressing them
-    # took a third of the extract step (0.45 s of 1.3 s at a million rows) and saved no time.
+    # The extracted parquet files live only until the load, on the same machine: compressing
+    # them costs a large share of the extract step and saves nothing.
     "DATA_WRITER__COMPRESSION": "none",
 }
 
