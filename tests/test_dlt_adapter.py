@@ -14,6 +14,7 @@ from pathlib import Path
 import dlt
 import duckdb
 import pyarrow as pa
+import pytest
 
 from kps_warehouse import dlt_adapter, load
 from kps_warehouse.ops.warehouse import Warehouse
@@ -162,8 +163,17 @@ def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
     assert [size for _, _, size, _ in kept] == [35]
 
 
-def test_dlts_run_loads_a_pending_package_and_then_extracts_nothing(
-    simulator, configure, warehouse
+@pytest.mark.parametrize(
+    ("finished_first", "loaded"),
+    [
+        # dlt alone loads the pending package and returns: this run's rows are left behind
+        (False, ["1-loaded", "2-killed"]),
+        (True, ["1-loaded", "2-killed", "3-this"]),
+    ],
+    ids=["dlt alone", "finish_pending_load first"],
+)
+def test_a_pending_package_must_be_loaded_before_the_run_extracts_its_own(
+    simulator, configure, warehouse, finished_first, loaded
 ):
     simulator.add_project(tasks=10)
     configure()
@@ -171,24 +181,11 @@ def test_dlts_run_loads_a_pending_package_and_then_extracts_nothing(
         pipeline.run(load.make_source(run_id="1-loaded"), loader_file_format="parquet")
         pipeline.extract(load.make_source(run_id="2-killed"))
 
+        if finished_first:
+            dlt_adapter.finish_pending_load(pipeline, con, DATASET)
         pipeline.run(load.make_source(run_id="3-this"), loader_file_format="parquet")
 
-        assert run_ids(con) == ["1-loaded", "2-killed"]  # this run's rows left unloaded
-
-
-def test_a_pending_package_is_loaded_before_the_run_extracts_its_own(
-    simulator, configure, warehouse
-):
-    simulator.add_project(tasks=10)
-    configure()
-    with kps_pipeline(warehouse) as (pipeline, con):
-        pipeline.run(load.make_source(run_id="1-loaded"), loader_file_format="parquet")
-        pipeline.extract(load.make_source(run_id="2-killed"))
-
-        dlt_adapter.finish_pending_load(pipeline, con, DATASET)
-        pipeline.run(load.make_source(run_id="3-this"), loader_file_format="parquet")
-
-        assert run_ids(con) == ["1-loaded", "2-killed", "3-this"]
+        assert run_ids(con) == loaded
 
 
 def test_a_package_loaded_again_doubles_its_rows_which_drop_doubled_rows_undoes(
