@@ -9,11 +9,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dlt
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from kps_warehouse import dlt_adapter, load
@@ -118,6 +121,45 @@ def test_the_history_columns_are_dlts_scd2_defaults(simulator, configure, wareho
         ("_dlt_valid_from", "TIMESTAMP WITH TIME ZONE"),
         ("_dlt_valid_to", "TIMESTAMP WITH TIME ZONE"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("retiring", "current"),
+    [(["p1"], [("p1", "a"), ("p2", "b")]), (["p1", "p2"], [("p1", "a")])],
+)
+def test_an_scd2_load_retires_only_rows_of_the_retiring_projects(tmp_path, retiring, current):
+    def rows(*pairs: tuple[str, str]) -> pa.Table:
+        return pa.table({"project_id": [p for p, _ in pairs], "task_id": [t for _, t in pairs]})
+
+    def history(table: pa.Table, projects: list[str], at: str) -> Any:
+        boundary = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        with_hash = table.append_column(
+            "row_hash", pc.binary_join_element_wise(table["project_id"], table["task_id"], ":")
+        )
+        return dlt.resource(
+            [with_hash],
+            name="tasks",
+            write_disposition=dlt_adapter.scd2_history(projects, boundary, "row_hash"),
+        )
+
+    database = tmp_path / "scoped.duckdb"
+    pipeline = dlt.pipeline(
+        pipeline_name="pin_scope",
+        destination=dlt.destinations.duckdb(str(database)),
+        dataset_name="pin",
+        pipelines_dir=str(tmp_path / ".dlt"),
+    )
+    pipeline.run(history(rows(("p1", "a"), ("p2", "b")), ["p1", "p2"], "2026-01-01"))
+
+    pipeline.run(history(rows(("p1", "a")), retiring, "2026-01-02"))
+
+    assert (
+        query(
+            database,
+            "select project_id, task_id from pin.tasks where _dlt_valid_to is null order by all",
+        )
+        == current
+    )
 
 
 def test_dlt_keeps_the_merge_staging_copy_and_every_state_until_the_leftovers_are_dropped(

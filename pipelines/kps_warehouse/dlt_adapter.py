@@ -10,7 +10,8 @@ Nothing outside this module names a dlt table or state row; the history columns 
 from __future__ import annotations
 
 import shutil
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,27 @@ def duckdb_destination(connection: duckdb.DuckDBPyConnection) -> Any:
     """dlt's DuckDB destination loading through an open `connection`: dlt, given a path, opens
     and closes a connection per load job, and each close checkpoints the file."""
     return dlt.destinations.duckdb(DuckDbCredentials(connection))
+
+
+def scd2_history(
+    retiring: Sequence[str], boundary: datetime, version_column: str
+) -> dict[str, Any]:
+    """dlt's scd2 merge, versions told apart by `version_column`, started and retired at
+    `boundary`, where only rows of the `retiring` projects may be retired: a full extract of
+    the others is not a full list of theirs. `destination_scope` (dlt 1.31) is an SQL condition
+    on the history table, which dlt names by `{table}`."""
+    scope = (
+        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in retiring) + ")"
+        if retiring
+        else "1 = 0"
+    )
+    return {
+        "disposition": "merge",
+        "strategy": "scd2",
+        "destination_scope": scope,
+        "boundary_timestamp": boundary,
+        "row_version_column_name": version_column,
+    }
 
 
 def with_load_id(table: pa.Table) -> pa.Table:

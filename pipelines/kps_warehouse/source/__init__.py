@@ -17,7 +17,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from kps_warehouse.crash_points import crash_point
-from kps_warehouse.dlt_adapter import source_state, with_load_id, working_dir
+from kps_warehouse.dlt_adapter import scd2_history, source_state, with_load_id, working_dir
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
@@ -249,22 +249,11 @@ def failed_tasks(
     Records the fingerprints `listed`, and the `pages` each read saw, in the source state as
     the data is extracted, so that they land with it."""
     changed = sorted(listed.keys() - unchanged)
-    scope = (
-        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in changed) + ")"
-        if changed
-        else "1 = 0"
-    )
 
     @dlt.resource(
         name="failed_tasks",
         columns=arrow_columns(FAILED_TASKS_SCHEMA),
-        write_disposition={
-            "disposition": "merge",
-            "strategy": "scd2",
-            "destination_scope": scope,
-            "boundary_timestamp": started_at,
-            "row_version_column_name": "row_hash",
-        },
+        write_disposition=scd2_history(changed, started_at, "row_hash"),
     )
     def _failed_tasks() -> Iterator[pa.Table]:
         state = dlt.current.source_state()
