@@ -36,6 +36,18 @@ def kps_pipeline(warehouse: Path) -> Iterator[tuple[dlt.Pipeline, duckdb.DuckDBP
         yield load.make_pipeline(target, connection), connection
 
 
+def bare_pipeline(folder: Path) -> tuple[dlt.Pipeline, Path]:
+    """dlt left to itself, loading into dataset `pin` of a DuckDB file in `folder`."""
+    database = folder / "pinned.duckdb"
+    pipeline = dlt.pipeline(
+        pipeline_name="pinned",
+        destination=dlt.destinations.duckdb(str(database)),
+        dataset_name="pin",
+        pipelines_dir=str(folder / ".dlt"),
+    )
+    return pipeline, database
+
+
 def run_ids(connection: duckdb.DuckDBPyConnection) -> list[str]:
     rows = connection.execute(f"select run_id from {DATASET}.runs order by 1").fetchall()
     return [run_id for (run_id,) in rows]
@@ -60,13 +72,7 @@ def test_dlt_adds_no_load_id_to_arrow_rows_so_with_load_id_does(tmp_path):
     def marked() -> Iterator[pa.Table]:
         yield dlt_adapter.with_load_id(table)
 
-    database = tmp_path / "pinned.duckdb"
-    pipeline = dlt.pipeline(
-        pipeline_name="pin_load_id",
-        destination=dlt.destinations.duckdb(str(database)),
-        dataset_name="pin",
-        pipelines_dir=str(tmp_path / ".dlt"),
-    )
+    pipeline, database = bare_pipeline(tmp_path)
     pipeline.run([bare(), marked()])
 
     columns = {
@@ -142,13 +148,7 @@ def test_an_scd2_load_retires_only_rows_of_the_retiring_projects(tmp_path, retir
             write_disposition=dlt_adapter.scd2_history(projects, boundary, "row_hash"),
         )
 
-    database = tmp_path / "scoped.duckdb"
-    pipeline = dlt.pipeline(
-        pipeline_name="pin_scope",
-        destination=dlt.destinations.duckdb(str(database)),
-        dataset_name="pin",
-        pipelines_dir=str(tmp_path / ".dlt"),
-    )
+    pipeline, database = bare_pipeline(tmp_path)
     pipeline.run(history(rows(("p1", "a"), ("p2", "b")), ["p1", "p2"], "2026-01-01"))
 
     pipeline.run(history(rows(("p1", "a")), retiring, "2026-01-02"))

@@ -6,45 +6,34 @@ RNG seeded by (seed, path, how many times that path was asked), so a run replays
 whatever the interleaving of threads.
 
 This module holds the simulator's state and routes requests; the rest lives beside it: the
-tasks and paging (`store.py`), faults (`faults.py`), signatures (`signature.py`), answers
-(`replies.py`, `errors.py`) and the HTTP server (`httpd.py`).
+tasks and paging (`store.py`), faults (`faults.py`), tokens, IAM and AK/SK (`gateway.py`, with
+`signature.py`), answers (`replies.py`, `errors.py`) and the HTTP server (`httpd.py`).
 """
 
 from __future__ import annotations
 
 import copy
-import hmac
-import json
 import random
 import re
 import threading
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from kps_simulator import signature
 from kps_simulator.data import DAY_MS, generate_pool, generate_project_id, generate_tasks
 from kps_simulator.errors import (
     ApiError,
-    bad_credentials,
     not_found,
     project_unavailable,
     throttled,
 )
 from kps_simulator.faults import BAD_BODIES, Fate, Faults, bad_body, draw_fate, maybe_malformed
+from kps_simulator.gateway import ANY_REGION, Gateway
 from kps_simulator.httpd import HttpServer
 from kps_simulator.replies import Reply, error_reply, gzipped, json_reply
 from kps_simulator.store import Project, insert, paging, plain_page, remove
 
 FIXED_CLOCK_TICK_MS = 1000  # how far a fixed clock moves each time tasks are added later
-MAX_SIGNING_SKEW = timedelta(minutes=15)
-AK_MAX_FAILURES = 5  # failed signatures in a row that lock an AK
-AK_LOCK_SECONDS = 300
-ANY_REGION = "*"  # scope of the constructor's token: every project, every region
-UNSCOPED = ""  # scope of an IAM token asked for without a project
 
 FAILED_TASKS_PATH = re.compile(r"(?:/(?P<region>[^/]+))?/v3/(?P<project>[^/]+)/failed-tasks")
 IAM_TOKENS_PATH = re.compile(r"(?:/[^/]+)?/v3/auth/tokens")
@@ -65,7 +54,6 @@ class Simulator:
         self.token = token
         self.seed = seed
         self.total_cap = total_cap
-        self.iam_users: dict[tuple[str, str], str] = {}  # (domain, user name) -> password
         self.requests: list[tuple[str, str, int]] = []
         self.gzipped = 0  # answers sent compressed (see `configure`)
         # When each logged request arrived and was answered (time.monotonic), in the same order.
@@ -76,10 +64,7 @@ class Simulator:
         self._rng = random.Random(seed)  # only for generated project ids
         self._lock = threading.Lock()
         self._projects: dict[str, Project] = {}
-        self._tokens: dict[str, str] = {token: ANY_REGION}  # token -> region it works in
-        self._expired: set[str] = set()
-        self._access_keys: dict[str, str] = {}
-        self._ak_failures: dict[str, tuple[int, float]] = {}  # AK -> (failures, locked until)
+        self._gateway = Gateway(token)
         self._faults = Faults()
         self._attempts: dict[str, int] = {}
         self._in_flight = 0
@@ -198,26 +183,19 @@ class Simulator:
 
     def add_iam_user(self, name: str, password: str, domain: str) -> None:
         """An IAM user who can exchange a password for a token at POST /v3/auth/tokens."""
-        with self._lock:
-            self.iam_users[(domain, name)] = password
+        self._gateway.add_iam_user(name, password, domain)
 
     def add_token(self, token: str) -> None:
         """Another token the gateway accepts for every project, like the constructor's."""
-        with self._lock:
-            self._tokens[token] = ANY_REGION
+        self._gateway.add_token(token)
 
     def add_access_key(self, access_key: str, secret_key: str) -> None:
         """An AK/SK pair whose SDK-HMAC-SHA256 signatures the gateway accepts."""
-        with self._lock:
-            self._access_keys[access_key] = secret_key
+        self._gateway.add_access_key(access_key, secret_key)
 
     def expire_token(self, token: str | None = None) -> None:
         """Make this token (default: every valid token) answer 401 APIGW.0307."""
-        with self._lock:
-            expiring = [token] if token is not None else list(self._tokens)
-            for each in expiring:
-                self._tokens.pop(each, None)
-                self._expired.add(each)
+        self._gateway.expire_token(token)
 
     # faults and observability
 
@@ -289,7 +267,7 @@ class Simulator:
         if (match := FAILED_TASKS_PATH.fullmatch(parts.path)) and method == "GET":
             return self._failed_tasks(match["region"], match["project"], parts, headers)
         if IAM_TOKENS_PATH.fullmatch(parts.path) and method == "POST":
-            return self._issue_token(body)
+            return self._gateway.issue_token(body, self.projects())
         if IAM_PROJECTS_PATH.fullmatch(parts.path) and method == "GET":
             return self._list_projects(target, headers)
         raise not_found()
@@ -300,7 +278,7 @@ class Simulator:
         faults = self._faults
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
-        scope = self._token_scope("GET", parts.geturl(), headers)
+        scope = self._gateway.scope("GET", parts.geturl(), headers)
         project_region = self._project_region(project_id, region)
         if scope not in (ANY_REGION, project_region):
             raise ApiError(401, "APIGW.0307", "The token must be updated.")
@@ -339,94 +317,14 @@ class Simulator:
             # which would bring back a task_id that is already listed.
             insert(project, self._new_tasks(project, 1))
 
-    def _issue_token(self, body: bytes) -> Reply:
-        user, password, domain, project_id = _password_auth(body)
-        with self._lock:
-            if self.iam_users.get((domain, user)) != password:
-                raise bad_credentials("the user name or password is incorrect.")
-            if project_id is not None and project_id not in self._projects:
-                raise bad_credentials(f"project {project_id} does not exist.")
-            project = self._projects.get(project_id) if project_id else None
-            token = f"sim-iam-{uuid.uuid4().hex}"
-            self._tokens[token] = project.region if project else UNSCOPED
-        expires = datetime.now(UTC) + timedelta(hours=24)
-        payload: dict[str, Any] = {
-            "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "methods": ["password"],
-            "user": {"name": user, "domain": {"name": domain}},
-        }
-        if project is not None:
-            payload["project"] = {"id": project_id, "name": project.region}
-        return json_reply(201, {"token": payload}, {"X-Subject-Token": token})
-
     def _list_projects(self, target: str, headers: dict[str, str]) -> Reply:
-        self._token_scope("GET", target, headers)  # any valid token lists, scoped or not
+        self._gateway.scope("GET", target, headers)  # any valid token lists, scoped or not
         listing = [
             {"id": pid, "name": region, "enabled": True} for pid, region in self.projects().items()
         ]
         return json_reply(200, {"projects": listing})
 
     # helpers that read or change state; callers hold no lock unless said
-
-    def _token_scope(self, method: str, target: str, headers: dict[str, str]) -> str:
-        """Where the request's credentials work: a token's region, or every region for a
-        good signature; raises the gateway's 401 otherwise."""
-        signed = signature.parse_authorization(headers.get("authorization", ""))
-        if signed is not None:
-            return self._verify_signature(signed, method, target, headers)
-        token = headers.get("x-auth-token")
-        if not token:
-            raise bad_credentials("the X-Auth-Token header is missing.")
-        with self._lock:
-            if token in self._expired:
-                raise ApiError(401, "APIGW.0307", "The token has expired.")
-            scope = self._tokens.get(token)
-        if scope is None:
-            raise bad_credentials("decrypt token fail.")
-        return scope
-
-    def _verify_signature(
-        self,
-        signed: signature.Authorization,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-    ) -> str:
-        """Checks an SDK-HMAC-SHA256 signature as the gateway does (see `signature.py`), locking
-        an AK for five minutes after five failures in a row."""
-        with self._lock:
-            secret_key = self._access_keys.get(signed.access_key)
-            failures, locked_until = self._ak_failures.get(signed.access_key, (0, 0.0))
-        if time.monotonic() < locked_until:
-            raise bad_credentials("the access key is locked after 5 failed signatures.")
-        try:
-            signed_at = datetime.strptime(headers.get("x-sdk-date", ""), signature.DATE_FORMAT)
-        except ValueError:
-            signed_at = None
-        fresh = (
-            signed_at is not None
-            and abs(datetime.now(UTC) - signed_at.replace(tzinfo=UTC)) <= MAX_SIGNING_SKEW
-        )
-        good = (
-            fresh
-            and secret_key is not None
-            and {"host", "x-sdk-date"} <= set(signed.signed_headers)
-            and hmac.compare_digest(
-                signature.expected_signature(
-                    secret_key, method, target, headers, signed.signed_headers
-                ),
-                signed.signature,
-            )
-        )
-        if not good:
-            with self._lock:
-                failures += 1
-                lock = time.monotonic() + AK_LOCK_SECONDS if failures >= AK_MAX_FAILURES else 0.0
-                self._ak_failures[signed.access_key] = (0 if lock else failures, lock)
-            raise bad_credentials("verify aksk signature fail.")
-        with self._lock:
-            self._ak_failures.pop(signed.access_key, None)
-        return ANY_REGION
 
     def _project_region(self, project_id: str, region: str | None) -> str:
         with self._lock:
@@ -470,19 +368,6 @@ class Simulator:
             self._in_flight -= 1
             self.requests.append((method, target, status))
             self.request_times.append((arrived, time.monotonic()))
-
-
-def _password_auth(body: bytes) -> tuple[str, str, str, str | None]:
-    """(user, password, domain, scoped project id or None) from an IAM password request body."""
-    try:
-        auth = json.loads(body)["auth"]
-        user = auth["identity"]["password"]["user"]
-        credentials = (str(user["name"]), str(user["password"]), str(user["domain"]["name"]))
-        project = (auth.get("scope") or {}).get("project") or {}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ApiError(400, "APIGW.0201", "Request error: not an IAM password auth body.") from None
-    project_id = project.get("id")
-    return (*credentials, None if project_id is None else str(project_id))
 
 
 def _wall_ms() -> int:
