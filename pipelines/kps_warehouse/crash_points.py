@@ -15,7 +15,7 @@ ENVIRONMENT_VARIABLE = "KPS_WAREHOUSE_CRASH_AT"
 
 # In the order a run passes them.
 POINTS = (
-    "mid-extract",  # one project's rows spilled, the other projects still being read
+    "mid-extract",  # the first project read and its rows spilled; nothing handed to dlt yet
     "after-extract",  # dlt's load package extracted, nothing normalized
     "mid-normalize",  # a file of the package normalized, the package not committed
     "mid-load",  # a load job committed to the warehouse, the package not finished
