@@ -214,6 +214,7 @@ def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
     ],
     ids=["dlt alone", "finish_pending_load first"],
 )
+@pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated")  # dlt's own logger
 def test_a_pending_package_must_be_loaded_before_the_run_extracts_its_own(
     simulator, configure, warehouse, finished_first, loaded
 ):
