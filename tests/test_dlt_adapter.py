@@ -259,8 +259,9 @@ def test_a_package_loaded_again_doubles_its_rows_which_drop_doubled_rows_undoes(
         assert counts(con) == once
     assert once == {"failed_tasks": 10, "runs": 1, "rejected_records": 2}
     # The appended tables double. The history does not, here: dlt empties the staging copy
-    # before the package loads again, and the merge adds only versions it lacks. (Its key in
-    # ROW_KEYS stays for a resume that finds the staging copy full; not reproduced here.)
+    # when it first sets up a package, and the merge adds only versions it lacks. A package
+    # resumed after that set-up keeps its staging copy, so a staging job run twice doubles the
+    # versions the merge adds: ROW_KEYS covers that case too (not reproduced here).
     assert twice == {"failed_tasks": 10, "runs": 2, "rejected_records": 4}
 
 

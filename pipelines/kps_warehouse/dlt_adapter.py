@@ -183,8 +183,8 @@ class CrashPointCollector(NullCollector):
         message: str | None = None,
         label: str | None = None,
     ) -> None:
-        if inc <= 0:
-            return  # a count announced, nothing done yet
+        if inc <= 0 or total is not None:
+            return  # a count announced (or resumed), nothing done by this step yet
         if self.step == "Normalize" and name == "Files":
             crash_point("mid-normalize")
         elif self.step == "Load" and name == "Jobs":
