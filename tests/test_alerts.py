@@ -1,0 +1,296 @@
+"""Alerts: each event found once, sent once per receiver in its format, never harming the load.
+
+The receivers are real HTTP servers on loopback, one per format, that record every request,
+answer as the platform does (error codes in a 200 for a bad signature) and fail on demand.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from kps_simulator import Simulator
+from kps_warehouse.alerts.formats import dingtalk_sign, feishu_sign
+
+from .conftest import CLI, FIXED_NOW_MS, query, run_cli
+
+DAY_MS = 86_400_000
+MARCH_1 = FIXED_NOW_MS  # 2026-03-01T00:00:00Z: the simulator's history ends here
+FORMATS = ("json", "slack", "feishu", "dingtalk", "wecom")
+
+
+@dataclass
+class Received:
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class Receiver:
+    """A webhook on loopback in one format. `fail_with` answers every request with that status;
+    `delay` holds each answer that long; `hold`, when set, holds answers until it is set."""
+
+    def __init__(self, fmt: str, secret: str | None = None) -> None:
+        self.format = fmt
+        self.secret = secret
+        self.token = uuid.uuid4().hex  # the URL's secret part, as real webhook URLs have one
+        self.received: list[Received] = []
+        self.fail_with: int | None = None
+        self.delay = 0.0
+        self.hold: threading.Event | None = None
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                path, _, query = self.path.partition("?")
+                receiver.received.append(Received(path, query, dict(self.headers), body))
+                receiver.arrived.set()
+                if receiver.hold is not None:
+                    receiver.hold.wait()
+                time.sleep(receiver.delay)
+                status, answer = receiver.answer(query, body)
+                data = answer.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        query = f"?access_token={self.token}" if self.format == "dingtalk" else ""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook/{self.token}{query}"
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": f"{self.format}-oncall",
+            "format": self.format,
+            "url": self.url,
+            **({"secret": self.secret} if self.secret else {}),
+            **extra,
+        }
+
+    def answer(self, query: str, body: dict[str, Any]) -> tuple[int, str]:
+        if self.fail_with:
+            return self.fail_with, '{"error": "failing on demand"}'
+        if self.format == "feishu":
+            if self.secret and not feishu_signed(body, self.secret):
+                return 200, '{"code": 19021, "msg": "sign match fail", "data": {}}'
+            return 200, '{"code": 0, "msg": "success", "data": {}}'
+        if self.format == "dingtalk":
+            if self.secret and not dingtalk_signed(query, self.secret):
+                return 200, '{"errcode": 310000, "errmsg": "sign not match"}'
+            return 200, '{"errcode": 0, "errmsg": "ok"}'
+        if self.format == "wecom":
+            return 200, '{"errcode": 0, "errmsg": "ok"}'
+        return 200, "ok"
+
+    def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def feishu_signed(body: dict[str, Any], secret: str) -> bool:
+    """Feishu's check, as its custom-bot guide's Python sample computes the signature
+    (https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot, "signature
+    verification"): HMAC-SHA256 keyed with timestamp + "\\n" + secret over an empty message,
+    base64; the timestamp in seconds, within an hour of now."""
+    timestamp = body.get("timestamp", "0")
+    key_enc = f"{timestamp}\n{secret}".encode("utf-8")
+    hmac_code = hmac.new(key_enc, b"", digestmod=hashlib.sha256).digest()
+    sign = base64.b64encode(hmac_code).decode("utf-8")
+    return body.get("sign") == sign and abs(time.time() - int(timestamp)) < 3600
+
+
+def dingtalk_signed(query: str, secret: str) -> bool:
+    """DingTalk's check, as its robot security settings page's Python sample computes it
+    (https://open.dingtalk.com/document/robots/customize-robot-security-settings, "加签"):
+    HMAC-SHA256 keyed with the secret over timestamp + "\\n" + secret, base64, then
+    urllib.parse.quote_plus into the URL's `sign`; the timestamp in ms, within an hour."""
+    params = dict(part.split("=", 1) for part in query.split("&"))
+    timestamp = params.get("timestamp", "0")
+    string_to_sign = f"{timestamp}\n{secret}"
+    hmac_code = hmac.new(
+        secret.encode("utf-8"), string_to_sign.encode("utf-8"), digestmod=hashlib.sha256
+    ).digest()
+    sign = urllib.parse.quote_plus(base64.b64encode(hmac_code))
+    return params.get("sign") == sign and abs(time.time() * 1000 - int(timestamp)) < 3_600_000
+
+
+@pytest.fixture
+def receivers() -> Iterator[dict[str, Receiver]]:
+    secrets = {"feishu": "feishu-" + uuid.uuid4().hex, "dingtalk": "SEC" + uuid.uuid4().hex}
+    started = {fmt: Receiver(fmt, secrets.get(fmt)) for fmt in FORMATS}
+    yield started
+    for receiver in started.values():
+        receiver.stop()
+
+
+@pytest.fixture
+def alerting(configure, monkeypatch: pytest.MonkeyPatch):
+    """Points the pipeline at the simulator and the alerts at these receivers."""
+
+    def _alerting(receivers: list[dict[str, Any]], **settings: Any) -> None:
+        configure()
+        monkeypatch.setenv("KPS_WAREHOUSE__ALERTS__RECEIVERS", json.dumps(receivers))
+        for name, value in settings.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            monkeypatch.setenv(f"KPS_WAREHOUSE__ALERTS__{name.upper()}", text)
+
+    return _alerting
+
+
+def add_spike(sim: Simulator, project_id: str, keypair: str, day_ms: int, n: int = 12) -> None:
+    """n failures of one key pair on one day: on n servers and under the codes the project has
+    failed with before (at most 3 a code), so only the key pair spikes and no code is new."""
+    codes = sorted({t["task_error_code"] for t in sim.tasks(project_id) if t["task_error_code"]})
+    assert len(codes) >= 4
+    sim.add_tasks(
+        project_id,
+        [
+            {
+                "task_id": str(uuid.uuid4()),
+                "operate_type": "FAILED_BIND",
+                "task_time": str(day_ms + 3_600_000 + i * 60_000),
+                "task_error_code": codes[i % len(codes)],
+                "task_error_msg": "Update public key error",
+                "server_name": f"{keypair}-ecs-{i}",
+                "server_id": str(uuid.uuid4()),
+                "keypair_name": keypair,
+            }
+            for i in range(n)
+        ],
+    )
+
+
+def last_run_id(warehouse: Path) -> str:
+    return query(warehouse, "select max(run_id) from kps_raw.runs")[0][0]
+
+
+def sent_keys(receiver: Receiver) -> list[str]:
+    """The event keys a json receiver got, in order."""
+    return [r.body["key"] for r in receiver.received]
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    """`run --log-format json`: the exit status and the summary line."""
+    code = run_cli("run", "--log-format", "json", *args)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [summary] = [line for line in lines if line["event"] == "summary"]
+    return code, summary
+
+
+def test_signatures_match_the_platforms_documented_algorithms():
+    # Vectors computed independently with OpenSSL, e.g. for Feishu
+    #   printf '' | openssl dgst -sha256 -hmac "$(printf '1599360473\ndemo-secret')" -binary | base64
+    # (1599360473 is the timestamp of Feishu's own example; "this is secret" the secret of
+    # DingTalk's sample code, see feishu_signed and dingtalk_signed for the pages).
+    assert feishu_sign("1599360473", "demo-secret") == "3/MaVZ8JLIy4TUG+7KSFJqvUkTKd+HWY8g+56DZWq8s="
+    assert (
+        dingtalk_sign("1577262236757", "this is secret")
+        == "hmPWwU+7lVdm3ZZz0r9tSfx0L4Q26jWOZr9+Gs6EZQM="
+    )
+
+
+def test_a_new_spike_goes_once_to_every_receiver_in_its_format_and_a_repeat_run_sends_nothing(
+    simulator, alerting, receivers, warehouse, capsys
+):
+    project_id = simulator.add_project(tasks=300)  # 21 spike days in its history, none lately
+    alerting([r.config() for r in receivers.values()])
+    assert run_json(capsys)[1]["alerts"] == {"found": 0, "sent": 0, "failed": 0, "pending": 0}
+    assert all(r.received == [] for r in receivers.values())
+
+    add_spike(simulator, project_id, "kp-spike", MARCH_1)
+    code, summary = run_json(capsys)
+
+    assert code == 0
+    assert summary["alerts"] == {"found": 1, "sent": 5, "failed": 0, "pending": 0}
+    key = f"spike:{project_id}:keypair:kp-spike:2026-03-01"
+    text = (
+        f"Failure spike: key pair kp-spike in project {project_id}: 12 failures on 2026-03-01,"
+        " against 0.0 a day over the days before (z 12.0)"
+    )
+    assert [r.body for r in receivers["json"].received] == [
+        {
+            "event": "spike",
+            "key": key,
+            "severity": "critical",
+            "project_id": project_id,
+            "dimension": "keypair",
+            "name": "kp-spike",
+            "day": "2026-03-01",
+            "failures": 12,
+            "baseline": 0.0,
+            "z_score": 12.0,
+            "run_id": summary["run_id"],
+            "summary": text,
+            "source": "kps-warehouse",
+        }
+    ]
+    title = "kps-warehouse: 1 new alert"
+    assert [r.body for r in receivers["slack"].received] == [
+        {
+            "text": f"{title}\n[critical] {text}",
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": title}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"• *critical* {text}"}},
+            ],
+        }
+    ]
+    [feishu] = receivers["feishu"].received
+    assert feishu_signed(feishu.body, receivers["feishu"].secret)
+    assert {k: v for k, v in feishu.body.items() if k not in ("timestamp", "sign")} == {
+        "msg_type": "text",
+        "content": {"text": f"{title}\n[critical] {text}"},
+    }
+    markdown = f"**{title}**\n- **critical** {text}"
+    [dingtalk] = receivers["dingtalk"].received
+    assert dingtalk_signed(dingtalk.query, receivers["dingtalk"].secret)
+    assert dingtalk.query.startswith(f"access_token={receivers['dingtalk'].token}&timestamp=")
+    assert dingtalk.body == {"msgtype": "markdown", "markdown": {"title": title, "text": markdown}}
+    assert [r.body for r in receivers["wecom"].received] == [
+        {"msgtype": "markdown", "markdown": {"content": markdown}}
+    ]
+
+    assert run_json(capsys)[1]["alerts"] == {"found": 0, "sent": 0, "failed": 0, "pending": 0}
+    assert [len(r.received) for r in receivers.values()] == [1, 1, 1, 1, 1]
+
+    add_spike(simulator, project_id, "kp-other", MARCH_1)
+    assert run_json(capsys)[1]["alerts"] == {"found": 1, "sent": 5, "failed": 0, "pending": 0}
+    assert [len(r.received) for r in receivers.values()] == [2, 2, 2, 2, 2]
+    assert sent_keys(receivers["json"])[1] == f"spike:{project_id}:keypair:kp-other:2026-03-01"
+    assert query(
+        warehouse,
+        "select receiver, status, attempts, sent_run_id is not null from alerts.deliveries"
+        " where key = ? order by receiver",
+        [key],
+    ) == [(f"{fmt}-oncall", "sent", 1, True) for fmt in sorted(FORMATS)]
