@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Receiver:
         self.secret = secret
         self.token = uuid.uuid4().hex  # the URL's secret part, as real webhook URLs have one
         self.received: list[Received] = []
+        self.answered: list[int] = []  # the status of each answer, in order
         self.fail_with: int | None = None
         self.delay = 0.0
         self.hold: threading.Event | None = None
@@ -70,6 +72,7 @@ class Receiver:
                     receiver.hold.wait()
                 time.sleep(receiver.delay)
                 status, answer = receiver.answer(query, body)
+                receiver.answered.append(status)
                 data = answer.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -294,3 +297,153 @@ def test_a_new_spike_goes_once_to_every_receiver_in_its_format_and_a_repeat_run_
         " where key = ? order by receiver",
         [key],
     ) == [(f"{fmt}-oncall", "sent", 1, True) for fmt in sorted(FORMATS)]
+
+
+def test_a_spike_that_goes_on_the_next_day_is_not_told_again(
+    simulator, alerting, receivers, warehouse, capsys
+):
+    project_id = simulator.add_project(tasks=300)
+    alerting([receivers["json"].config()])
+    add_spike(simulator, project_id, "kp-spike", MARCH_1)
+    run_json(capsys)
+    add_spike(simulator, project_id, "kp-spike", MARCH_1 + DAY_MS)
+
+    assert run_json(capsys)[1]["alerts"] == {"found": 0, "sent": 0, "failed": 0, "pending": 0}
+    # both days are spikes in the mart; the second continues the first, whose key stays
+    assert query(
+        warehouse,
+        "select day, failures from marts.failure_spikes where key = 'kp-spike' order by day",
+    ) == [(date(2026, 3, 1), 12), (date(2026, 3, 2), 12)]
+    assert sent_keys(receivers["json"]) == [f"spike:{project_id}:keypair:kp-spike:2026-03-01"]
+
+
+def comparable(warehouse: Path) -> dict[str, list[tuple]]:
+    """What a run loaded and built, without what differs between runs (ids, times)."""
+    return {
+        "spikes": query(warehouse, "select * from marts.failure_spikes order by all"),
+        "trend": query(warehouse, "select * from marts.failure_trend_keypair order by all"),
+        "tasks": query(
+            warehouse,
+            "select project_id, task_id, row_hash from kps_raw.failed_tasks order by all",
+        ),
+        "runs": query(warehouse, "select status, tasks_seen, error from kps_raw.runs order by all"),
+    }
+
+
+def test_a_receiver_failing_a_whole_run_changes_nothing_and_the_next_run_sends_once(
+    simulator, alerting, receivers, warehouse, tmp_path, monkeypatch, capsys
+):
+    project_id = simulator.add_project(tasks=300)
+    add_spike(simulator, project_id, "kp-spike", MARCH_1)
+    alerting([receivers["json"].config(), receivers["wecom"].config()])
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "plain" / "kps.duckdb"))
+    monkeypatch.setenv("KPS_WAREHOUSE__ALERTS__RECEIVERS", "[]")
+    without_alerts = run_json(capsys)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(warehouse))
+    monkeypatch.setenv(
+        "KPS_WAREHOUSE__ALERTS__RECEIVERS",
+        json.dumps([receivers["json"].config(), receivers["wecom"].config()]),
+    )
+    receivers["json"].fail_with = 500
+    receivers["wecom"].fail_with = 503
+
+    code, summary = run_json(capsys)
+
+    assert (code, summary["exit_code"]) == (without_alerts[0], 0)
+    assert "alerts" not in without_alerts[1]
+    assert summary["alerts"] == {"found": 1, "sent": 0, "failed": 2, "pending": 2}
+    assert comparable(warehouse) == comparable(tmp_path / "plain" / "kps.duckdb")
+    # retried with backoff within the run: three attempts each
+    assert [len(receivers[f].received) for f in ("json", "wecom")] == [3, 3]
+    assert query(
+        warehouse, "select receiver, status, attempts, last_error from alerts.deliveries order by 1"
+    ) == [("json-oncall", "pending", 3, "HTTP 500"), ("wecom-oncall", "pending", 3, "HTTP 503")]
+
+    receivers["json"].fail_with = receivers["wecom"].fail_with = None
+    assert run_json(capsys)[1]["alerts"] == {"found": 0, "sent": 2, "failed": 0, "pending": 0}
+    assert run_json(capsys)[1]["alerts"] == {"found": 0, "sent": 0, "failed": 0, "pending": 0}
+    key = f"spike:{project_id}:keypair:kp-spike:2026-03-01"
+    assert sent_keys(receivers["json"]) == [key] * 4  # three refused, one taken
+    assert receivers["json"].answered == [500, 500, 500, 200]
+
+
+def test_a_first_run_over_history_tells_only_what_is_happening_now(
+    simulator, alerting, receivers, warehouse, capsys
+):
+    project_id = simulator.add_project(tasks=300)
+    add_spike(simulator, project_id, "kp-yesterday", MARCH_1 - DAY_MS)
+    alerting([receivers["json"].config()])
+
+    assert run_json(capsys)[1]["alerts"] == {"found": 1, "sent": 1, "failed": 0, "pending": 0}
+    assert sent_keys(receivers["json"]) == [f"spike:{project_id}:keypair:kp-yesterday:2026-02-28"]
+    # the mart holds 22 spike days, 21 of them weeks before the latest day of the data
+    assert query(warehouse, "select count(*), min(day) from marts.failure_spikes") == [
+        (22, date(2025, 11, 30))
+    ]
+
+
+def test_a_new_error_code_is_told_once_per_project(
+    simulator, alerting, receivers, warehouse, capsys
+):
+    project_id = simulator.add_project(tasks=300)
+    alerting([receivers["json"].config()])
+    run_json(capsys)
+    task = {
+        "operate_type": "FAILED_RESET",
+        "task_error_code": "KPS.0999",
+        "task_error_msg": "Something new",
+        "server_name": "ecs-1",
+        "server_id": str(uuid.uuid4()),
+        "keypair_name": "kp-a",
+    }
+    simulator.add_tasks(
+        project_id, [{**task, "task_id": str(uuid.uuid4()), "task_time": str(MARCH_1 + 60_000)}]
+    )
+    assert run_json(capsys)[1]["alerts"]["found"] == 1
+    simulator.add_tasks(
+        project_id, [{**task, "task_id": str(uuid.uuid4()), "task_time": str(MARCH_1 + DAY_MS)}]
+    )
+    assert run_json(capsys)[1]["alerts"]["found"] == 0
+
+    [message] = [r.body for r in receivers["json"].received]
+    assert (message["key"], message["severity"], message["day"], message["failures"]) == (
+        f"new_error_code:{project_id}:KPS.0999",
+        "warning",
+        "2026-03-01",
+        1,
+    )
+    assert message["summary"] == (
+        f"New error code KPS.0999 in project {project_id}: 1 failures on 2026-03-01,"
+        " never seen there before"
+    )
+
+
+def test_a_project_failing_3_runs_in_a_row_is_told_once_and_so_is_its_recovery(
+    simulator, alerting, receivers, warehouse, capsys, monkeypatch
+):
+    simulator.add_project(tasks=50)
+    alerting([receivers["json"].config()])
+    missing = "0123456789abcdef0123456789abcdef"  # configured, but unknown to the API
+    projects = {"cn-north-4": [*simulator.projects(), missing]}
+    monkeypatch.setenv("SOURCES__KPS__PROJECTS", json.dumps(projects))
+
+    codes = [run_json(capsys)[0] for _ in range(4)]
+    simulator.add_project(missing, tasks=5)
+    codes += [run_json(capsys)[0] for _ in range(2)]
+
+    assert codes == [3, 3, 3, 3, 0, 0]
+    failed_runs = query(
+        warehouse,
+        "select run_id from kps_raw.runs where project_id = ? and status = 'failed'"
+        " order by started_at",
+        [missing],
+    )
+    first = failed_runs[0][0]
+    assert [(r.body["event"], r.body["key"], r.body["failures"]) for r in receivers["json"].received] == [
+        ("project_failing", f"project_failing:{missing}:{first}", 3),
+        ("project_recovered", f"project_recovered:{missing}:{first}", 4),
+    ]
+    failing = receivers["json"].received[0].body
+    assert failing["severity"] == "critical"
+    assert failing["summary"].startswith(f"Project {missing} (cn-north-4) failed its last 3 runs, since ")
+    assert failing["summary"].endswith(": 403 APIGW.0310 The project is unavailable.")

@@ -44,6 +44,7 @@ class Tally:
 @dataclass(frozen=True)
 class Attempt:
     status: str  # sent, pending or unknown
+    requests: int
     error: str | None = None
 
 
@@ -77,9 +78,20 @@ def _deliver_to(
 ) -> Tally:
     tally = Tally()
 
-    def mark(keys: tuple[str, ...], status: str, error: str | None = None) -> None:
+    def mark(
+        keys: tuple[str, ...], status: str, error: str | None = None, requests: int = 0
+    ) -> None:
         with writing:
-            state.mark(con, keys, receiver.id, status, run_id=run_id, now=_now(), error=error)
+            state.mark(
+                con,
+                keys,
+                receiver.id,
+                status,
+                run_id=run_id,
+                now=_now(),
+                error=error,
+                requests=requests,
+            )
 
     with writing:
         events = state.pending(con, receiver.id)
@@ -92,7 +104,7 @@ def _deliver_to(
             break
         mark(message.keys, "sending")
         attempt = _send(receiver, message, transport, deadline)
-        mark(message.keys, attempt.status, attempt.error)
+        mark(message.keys, attempt.status, attempt.error, attempt.requests)
         if attempt.status != "sent":
             tally.failed += len(message.keys)
             break  # the receiver is down or refusing: the rest wait for the next run
@@ -118,19 +130,19 @@ def _send(
             # the description is ours: urllib3's messages name the host and may quote the URL
             kind = type(exc.__cause__).__name__
             if not isinstance(exc.__cause__, NOT_SENT):
-                return Attempt("unknown", f"no answer ({kind}); not sent again")
+                return Attempt("unknown", number, f"no answer ({kind}); not sent again")
             error, retry = f"not sent ({kind})", True
         else:
             error = formats.refusal(receiver.format, answer.status, answer.body)
             if error is None:
-                return Attempt("sent")
+                return Attempt("sent", number)
             retry = answer.status == 429 or answer.status >= 500
         pause = BACKOFF_SECONDS * 2 ** (number - 1)
         last = number == ATTEMPTS or time.monotonic() + pause + MIN_ATTEMPT_SECONDS > deadline
         if not retry or last:
             break
         time.sleep(pause)
-    return Attempt("pending", error)
+    return Attempt("pending", number, error)
 
 
 def _now() -> datetime:

@@ -101,7 +101,10 @@ def give_up_interrupted(con: duckdb.DuckDBPyConnection) -> int:
     rows = con.execute(
         f"""
         update {SCHEMA}.deliveries
-        set status = 'unknown', last_error = 'a run ended while sending it'
+        set
+            status = 'unknown',
+            attempts = attempts + 1,
+            last_error = 'a run ended while sending it'
         where status = 'sending'
         returning key
         """
@@ -208,14 +211,16 @@ def mark(
     run_id: str,
     now: datetime,
     error: str | None = None,
+    requests: int = 0,
 ) -> None:
-    """Sets the deliveries' status; `sending` counts an attempt, `sent` stamps the run."""
+    """Sets the deliveries' status and adds the requests made; `sending` stamps the attempt's
+    time, `sent` the run that sent them."""
     con.execute(
         f"""
         update {SCHEMA}.deliveries
         set
             status = $status,
-            attempts = attempts + (case when $status = 'sending' then 1 else 0 end),
+            attempts = attempts + $requests,
             last_attempt_at = case when $status = 'sending' then $now else last_attempt_at end,
             sent_at = case when $status = 'sent' then $now else sent_at end,
             sent_run_id = case when $status = 'sent' then $run_id else sent_run_id end,
@@ -229,6 +234,7 @@ def mark(
             "error": error,
             "receiver": receiver,
             "keys": list(keys),
+            "requests": requests,
         },
     )
 
