@@ -1,7 +1,8 @@
 """The alert settings under `kps_warehouse.alerts`: receivers, mutes, thresholds and the budget.
 
-A receiver's `url` and `secret` are secrets: no message here quotes them, and a receiver is
-known everywhere else by its `name` (or, without one, by a digest of its URL).
+A receiver's `url` and `secret` are secrets: the receivers are resolved as one, so dlt keeps
+them out of its traces and refuses them in config.toml; no message here quotes them, and a
+receiver is known everywhere else by its `name` (or, without one, by a digest of its URL).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-import dlt
+from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.exceptions import ConfigurationException, ValueNotSecretException
+from dlt.common.configuration.specs import BaseConfiguration
+from dlt.common.typing import TSecretValue
 
 from kps_warehouse.source.client import ConfigError, is_loopback
 
@@ -71,30 +75,58 @@ def rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 
 
+@configspec
+class AlertsConfiguration(BaseConfiguration):
+    """`kps_warehouse.alerts` as dlt's providers hold it; checked by `settings()`."""
+
+    receivers: TSecretValue | None = None
+    mutes: Any | None = None
+    failing_runs: Any | None = None
+    lookback_days: Any | None = None
+    budget_seconds: Any | None = None
+
+
 def settings() -> Settings | None:
     """The alert settings from dlt's providers; None when no receiver is configured.
 
     Raises ConfigError naming the setting (never its value) when one cannot work.
     """
-    raw = _list(f"{SECTION}.receivers")
-    if not raw:
+    try:
+        raw = resolve_configuration(AlertsConfiguration(), sections=tuple(SECTION.split(".")))
+    except ValueNotSecretException:
+        raise ConfigError(
+            f"{SECTION}.receivers holds webhook URLs, which are secrets: set it in"
+            " .dlt/secrets.toml or KPS_WAREHOUSE__ALERTS__RECEIVERS, not in config.toml"
+        ) from None
+    except ConfigurationException as exc:
+        raise ConfigError(f"{SECTION}: {type(exc).__name__}") from None
+    receivers_raw = _list("receivers", raw.receivers)
+    if not receivers_raw:
         return None
-    receivers = tuple(_receiver(i, item) for i, item in enumerate(raw))
+    receivers = tuple(_receiver(i, item) for i, item in enumerate(receivers_raw))
     ids = [r.id for r in receivers]
     if duplicated := sorted({i for i in ids if ids.count(i) > 1}):
         raise ConfigError(f"{SECTION}.receivers: the name {duplicated[0]!r} is used twice")
     return Settings(
         receivers=receivers,
-        mutes=tuple(_mute(i, item) for i, item in enumerate(_list(f"{SECTION}.mutes"))),
-        failing_runs=int(_number("failing_runs", DEFAULT_FAILING_RUNS, minimum=1, whole=True)),
-        lookback_days=int(_number("lookback_days", DEFAULT_LOOKBACK_DAYS, minimum=1, whole=True)),
-        budget_seconds=_number("budget_seconds", DEFAULT_BUDGET_SECONDS, minimum=0),
+        mutes=tuple(_mute(i, item) for i, item in enumerate(_list("mutes", raw.mutes))),
+        failing_runs=int(
+            _number("failing_runs", raw.failing_runs, DEFAULT_FAILING_RUNS, minimum=1, whole=True)
+        ),
+        lookback_days=int(
+            _number(
+                "lookback_days", raw.lookback_days, DEFAULT_LOOKBACK_DAYS, minimum=1, whole=True
+            )
+        ),
+        budget_seconds=_number(
+            "budget_seconds", raw.budget_seconds, DEFAULT_BUDGET_SECONDS, minimum=0
+        ),
     )
 
 
-def _list(key: str) -> list[Any]:
+def _list(name: str, value: Any) -> list[Any]:
     """A list setting: a TOML array, or a JSON list in the environment."""
-    value = dlt.config.get(key)
+    key = f"{SECTION}.{name}"
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -172,9 +204,8 @@ def _mute(index: int, item: Any) -> Mute:
     return Mute(item["key"], until if until.tzinfo else until.replace(tzinfo=UTC))
 
 
-def _number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+def _number(name: str, value: Any, default: float, *, minimum: float, whole: bool = False) -> float:
     key = f"{SECTION}.{name}"
-    value = dlt.config.get(key)
     if value is None:
         return default
     try:

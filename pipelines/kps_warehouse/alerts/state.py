@@ -251,7 +251,7 @@ LISTING_SQL = f"""
 select
     coalesce(deliveries.status, 'unrouted') as status,
     deliveries.receiver,
-    events.event,
+    events.event as kind,
     events.severity,
     events.day,
     events.key,

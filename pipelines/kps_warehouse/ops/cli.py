@@ -529,7 +529,7 @@ def cmd_alerts(args: argparse.Namespace, out: Output) -> int:
             out.event(
                 "alert_payload",
                 f"{receiver.id} ({receiver.format}): POST <url redacted>,"
-                f" {len(message.keys)} events (signed when sent)\n"
+                f" {len(message.keys)} events{' (signed when sent)' if receiver.secret else ''}\n"
                 + json.dumps(message.body, indent=2, ensure_ascii=False),
                 receiver=receiver.id,
                 format=receiver.format,
