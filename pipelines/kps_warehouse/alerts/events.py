@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 import duckdb
 
@@ -292,51 +292,37 @@ def _streaks(
     ).fetchall()
     events = []
     for project_id, loaded, failed_runs, first_run_id, since, region, last_error in rows:
-        failing_key = f"project_failing:{project_id}:{first_run_id}"
-        since_text = _utc(since)
+        since_text = since.strftime("%Y-%m-%d %H:%M UTC")
         if not loaded:
-            events.append(
-                Event(
-                    key=failing_key,
-                    event="project_failing",
-                    severity="critical",
-                    project_id=project_id,
-                    dimension=None,
-                    name=None,
-                    day=since.date(),
-                    failures=failed_runs,
-                    baseline=None,
-                    z_score=None,
-                    summary=(
-                        f"Project {project_id} ({region}) failed its last {failed_runs} runs,"
-                        f" since {since_text}: {_first_line(last_error)}"
-                    ),
-                )
+            kind, severity = "project_failing", "critical"
+            summary = (
+                f"Project {project_id} ({region}) failed its last {failed_runs} runs,"
+                f" since {since_text}: {_first_line(last_error)}"
             )
-        elif failing_key in known:
-            events.append(
-                Event(
-                    key=f"project_recovered:{project_id}:{first_run_id}",
-                    event="project_recovered",
-                    severity="info",
-                    project_id=project_id,
-                    dimension=None,
-                    name=None,
-                    day=since.date(),
-                    failures=failed_runs,
-                    baseline=None,
-                    z_score=None,
-                    summary=(
-                        f"Project {project_id} ({region}) loaded again after {failed_runs}"
-                        f" failed runs since {since_text}"
-                    ),
-                )
+        elif f"project_failing:{project_id}:{first_run_id}" in known:
+            kind, severity = "project_recovered", "info"
+            summary = (
+                f"Project {project_id} ({region}) loaded again after {failed_runs}"
+                f" failed runs since {since_text}"
             )
+        else:
+            continue  # its failing was never told, so neither is its end
+        events.append(
+            Event(
+                key=f"{kind}:{project_id}:{first_run_id}",
+                event=kind,
+                severity=severity,
+                project_id=project_id,
+                dimension=None,
+                name=None,
+                day=since.date(),
+                failures=failed_runs,
+                baseline=None,
+                z_score=None,
+                summary=summary,
+            )
+        )
     return events
-
-
-def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _first_line(text: str | None, limit: int = 160) -> str:
