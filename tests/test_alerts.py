@@ -737,3 +737,9 @@ secret = "{receivers["feishu"].secret}"
         " are secrets: set it in .dlt/secrets.toml or KPS_WAREHOUSE__ALERTS__RECEIVERS, not in"
         " config.toml\n"
     )
+
+
+def test_alerts_has_help():
+    done = subprocess.run([CLI, "alerts", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: kps-warehouse alerts [-h] [--dry-run] [--limit N]")
