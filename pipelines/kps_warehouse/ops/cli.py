@@ -121,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the payloads the next run would send (URLs redacted); send and mark nothing",
     )
     alerts.add_argument(
-        "--limit", type=_positive_int, default=50, help="list at most N deliveries (50)"
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="list at most N deliveries (50)",
     )
     alerts.add_argument(
         "--log-format", choices=("text", "json"), help="json: one JSON object per line"
