@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from kps_simulator import Simulator
@@ -743,3 +744,27 @@ def test_alerts_has_help():
     done = subprocess.run([CLI, "alerts", "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: kps-warehouse alerts [-h] [--dry-run] [--limit N]")
+
+
+def test_alerts_that_cannot_work_are_reported_and_the_load_is_published_as_without_them(
+    simulator, alerting, receivers, warehouse, writer, capsys
+):
+    project_id = simulator.add_project(tasks=300)
+    alerting([receivers["json"].config()])
+    run_json(capsys)
+    with duckdb.connect(str(writer)) as con:  # a hand-made change that breaks the alert state
+        con.execute("alter table alerts.deliveries drop column last_error")
+    add_spike(simulator, project_id, "kp-spike", MARCH_1)
+
+    code = run_cli("run", "--log-format", "text")
+
+    assert code == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "kps-warehouse: alerts: BinderException: Binder Error: Referenced update column"
+        " last_error not found in table! (the run's data and exit code are unaffected)"
+    ]
+    assert query(warehouse, "select failures from marts.failure_spikes where key = 'kp-spike'") == [
+        (12,)
+    ]
+    assert receivers["json"].received == []

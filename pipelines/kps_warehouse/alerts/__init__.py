@@ -52,13 +52,17 @@ class Notifier:
         self.outcome: Outcome | None = None
 
     def __call__(self, database: Path, result: Any) -> None:
-        """Never raises for a receiver's sake: their failures are counted, not thrown. A
-        warehouse error is kept as `outcome.error`; the run's exit code stays its load's."""
+        """Never raises: receivers' failures are counted, and anything else that stops the
+        alerts is kept as `outcome.error` for the run to report; its load is published and its
+        exit code stays the load's (alerts never harm the load)."""
         projects = [p.project_id for p in result.projects]
         try:
             self.outcome = notify(database, self.settings, result.run_id, projects)
         except duckdb.Error as exc:
             self.outcome = Outcome(error=f"alerts: {type(exc).__name__}: {_first_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - reported, not hidden; only its type, since
+            # a message could quote a webhook URL
+            self.outcome = Outcome(error=f"alerts failed: {type(exc).__name__}")
 
 
 def notify(database: Path, config: Settings, run_id: str, projects: list[str]) -> Outcome:
