@@ -42,6 +42,7 @@ class Received:
     query: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -69,15 +70,16 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 path, _, query = self.path.partition("?")
-                receiver.received.append(Received(path, query, dict(self.headers), body))
+                receiver.received.append(
+                    Received(path, query, dict(self.headers), json.loads(raw), raw)
+                )
                 receiver.arrived.set()
                 if receiver.hold is not None:
                     receiver.hold.wait()
                 time.sleep(receiver.delay)
-                status, answer = receiver.answer(query, body)
+                status, answer = receiver.answer(query, json.loads(raw))
                 receiver.answered.append(status)
                 data = answer.encode()
                 self.send_response(status)
@@ -682,10 +684,16 @@ def test_no_webhook_url_or_secret_reaches_the_output_the_files_or_the_warehouse(
         done = subprocess.run([CLI, *args], capture_output=True, text=True)
         outputs += [done.stdout, done.stderr]
 
-    assert receivers["json"].received[0].headers["X-Kps-Warehouse-Signature"].startswith("sha256=")
+    [signed] = receivers["json"].received
+    timestamp = signed.headers["X-Kps-Warehouse-Timestamp"]
+    digest = hmac.new(
+        configured[0]["secret"].encode(), f"{timestamp}.".encode() + signed.raw, "sha256"
+    )
+    assert signed.headers["X-Kps-Warehouse-Signature"] == f"sha256={digest.hexdigest()}"
     assert query(
         warehouse, "select status, count(*) from alerts.deliveries group by 1 order by 1"
     ) == [("pending", 1), ("sent", 3), ("unknown", 1)]
+    assert "\nalerts: 0 new events found; 0 sent, 1 failed, 1 pending\n" in outputs[2]
     assert outputs[-2].startswith("slack-oncall (slack): POST <url redacted>, 1 events\n{")
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "kps.duckdb" for p in written)

@@ -415,7 +415,7 @@ def print_alerts(outcome: Any, out: Output) -> dict[str, int] | None:
     counts = outcome.counts()
     out.event(
         "alerts",
-        f"alerts: {counts['found']} new events; {counts['sent']} sent,"
+        f"alerts: {counts['found']} new events found; {counts['sent']} sent,"
         f" {counts['failed']} failed, {counts['pending']} pending",
         **counts,
     )
