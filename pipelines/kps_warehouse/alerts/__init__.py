@@ -66,6 +66,7 @@ class Notifier:
 
 
 def notify(database: Path, config: Settings, run_id: str, projects: list[str]) -> Outcome:
+    """The alerts step in the writer copy `database`, in the order the module docstring gives."""
     transport = Transport(False, delivery.READ_SECONDS, pool_size=2)
     with state.connect(database) as con:
         state.create(con)
