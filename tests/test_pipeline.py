@@ -223,7 +223,7 @@ def test_a_runs_outcome_counts_new_and_changed_versions_apart_from_cleared_tasks
     assert run_cli("run", "--no-transform") == 0
 
     [(run_id,)] = query(warehouse, "select max(run_id) from kps_raw.runs")
-    [outcome] = load.read_outcomes(warehouse, run_id)
+    [outcome] = load.read_outcomes(query(warehouse, load.OUTCOMES_SQL, [run_id]))
     assert (outcome.tasks_seen, outcome.new_versions, outcome.cleared) == (19, 3, 3)
 
 

@@ -261,7 +261,7 @@ def cmd_run(
     if getattr(args, "full_refresh", False):
         if not confirm_full_refresh(args, out):
             return USAGE
-        load.drop_warehouse(warehouse or load.warehouse_path())
+        load.drop_warehouse(warehouse)
     config = alerts.settings() if notify else None
     notifier = alerts.Notifier(config) if config else None
     result = load.run(
