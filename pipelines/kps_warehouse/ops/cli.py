@@ -97,11 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     simulate = commands.add_parser("simulate", help="serve the KPS simulator by hand")
-    simulate.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (8765)")
+    simulate.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (8765)")
     simulate.add_argument("--seed", type=int, default=7, help="data seed (7)")
     simulate.add_argument("--projects", type=_positive_int, default=3, help="projects (3)")
     simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
     simulate.add_argument("--token", default="sim-token", help="accepted X-Auth-Token")
+    simulate.add_argument("--user-name", default="sim-user", help="IAM user (sim-user)")
+    simulate.add_argument("--password", default="sim-password", help="its password")
+    simulate.add_argument("--domain-name", default="sim-domain", help="its domain (sim-domain)")
+    simulate.add_argument("--access-key", default="SIMULATORACCESSKEY", help="accepted AK")
+    simulate.add_argument("--secret-key", default="sim-secret-key", help="its SK")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay per request")
     simulate.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of 429s")
     simulate.add_argument("--error-rate", type=_rate, default=0.0, help="share of 500s")
@@ -134,6 +139,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 0 to 65535")
     return value
 
 
@@ -436,14 +451,38 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
         malformed_rate=args.malformed_rate,
         gzip=args.gzip,
     )
-    sim.start(args.port)
+    sim.add_iam_user(args.user_name, args.password, args.domain_name)
+    sim.add_access_key(args.access_key, args.secret_key)
+    try:
+        sim.start(args.port)
+    except OSError as exc:
+        where = f"127.0.0.1:{args.port}"
+        out.error(f"simulate: cannot serve on {where}: {exc.strerror}; choose another --port")
+        return USAGE
     by_region: dict[str, list[str]] = {}
     for project_id, region in sim.projects().items():
         by_region.setdefault(region, []).append(project_id)
+    # the simulator's own made-up credentials, printed so that each kind can be tried
+    settings = {
+        "": {"ENDPOINT": sim.endpoint, "PROJECTS": json.dumps(by_region)},
+        "and a token": {"CREDENTIALS__AUTH_TOKEN": args.token},
+        "or an IAM user's password (unset the token)": {
+            "CREDENTIALS__IAM_ENDPOINT": sim.url,
+            "CREDENTIALS__USER_NAME": args.user_name,
+            "CREDENTIALS__PASSWORD": args.password,
+            "CREDENTIALS__DOMAIN_NAME": args.domain_name,
+        },
+        "or AK/SK (unset the token and the password)": {
+            "CREDENTIALS__ACCESS_KEY": args.access_key,
+            "CREDENTIALS__SECRET_KEY": args.secret_key,
+        },
+    }
     out.event("simulate", f"KPS simulator on {sim.url} (Ctrl-C stops it). Point a run at it:")
-    out.event("simulate", f"  export SOURCES__KPS__ENDPOINT='{sim.endpoint}'")
-    out.event("simulate", f"  export SOURCES__KPS__PROJECTS='{json.dumps(by_region)}'")
-    out.event("simulate", f"  export SOURCES__KPS__CREDENTIALS__AUTH_TOKEN='{args.token}'")
+    for heading, variables in settings.items():
+        if heading:
+            out.event("simulate", heading + ":")
+        for name, value in variables.items():
+            out.event("simulate", f"  export SOURCES__KPS__{name}='{value}'")
     try:
         while True:
             time.sleep(3600)
