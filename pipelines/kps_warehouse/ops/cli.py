@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     simulate = commands.add_parser("simulate", help="serve the KPS simulator by hand")
-    simulate.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (8765)")
+    simulate.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (8765)")
     simulate.add_argument("--seed", type=int, default=7, help="data seed (7)")
     simulate.add_argument("--projects", type=_positive_int, default=3, help="projects (3)")
     simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
@@ -139,16 +139,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 0 to 65535")
     return value
 
 
@@ -455,9 +445,9 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
     sim.add_access_key(args.access_key, args.secret_key)
     try:
         sim.start(args.port)
-    except OSError as exc:
-        where = f"127.0.0.1:{args.port}"
-        out.error(f"simulate: cannot serve on {where}: {exc.strerror}; choose another --port")
+    except (OSError, OverflowError) as exc:  # in use, not ours to take, or not a port at all
+        why = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+        out.error(f"simulate: cannot serve on 127.0.0.1:{args.port}: {why}; choose another --port")
         return USAGE
     by_region: dict[str, list[str]] = {}
     for project_id, region in sim.projects().items():
