@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="execute the notebook report read-only and write HTML"
     )
     report.add_argument("--out", type=Path, help="HTML file (default warehouse/report.html)")
-    report.add_argument("--days", type=_positive_int, help="report period in days (default 30)")
+    report.add_argument(
+        "--days", type=_positive_int, help="the last N UTC days up to the latest failure (30)"
+    )
     report.add_argument(
         "--project", action="append", dest="projects", metavar="ID", help="limit to a project"
     )
