@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -67,12 +68,15 @@ def test_every_distribution_the_code_and_the_report_import_is_declared_and_pinne
 
 
 def _wheelhouse(wheel: Path) -> Path:
-    """The locked dependencies as wheels, downloaded once per constraints.txt and kept beside
-    this venv, so that later installs need no network."""
-    locked = (ROOT / "constraints.txt").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+    """The locked dependencies as wheels, downloaded once per set of dependencies and pins and
+    kept beside this venv, so that later installs need no network."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    locked = json.dumps(pyproject["project"]["dependencies"]).encode()
+    locked += (ROOT / "constraints.txt").read_bytes()
     folder = Path(sys.prefix) / "wheelhouse" / hashlib.sha256(locked).hexdigest()[:16]
     if not folder.is_dir():
-        partial = folder.with_name(folder.name + ".partial")
+        partial = folder.with_name("partial")
+        shutil.rmtree(folder.parent, ignore_errors=True)  # the wheels of older pins
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial)]
         subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)], check=True)
         partial.rename(folder)
