@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -82,7 +83,7 @@ def test_a_run_killed_at_any_point_leaves_before_or_after_and_the_next_completes
     ) == [(6,)]
 
 
-def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, writer):
+def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, configure, warehouse):
     project_id = simulator.add_project(tasks=30)
     good = simulator.tasks(project_id)[0]
     bad = [{**good, "task_id": f"bad-{n}", "task_time": "soon"} for n in range(2)]
@@ -91,9 +92,9 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
     for _ in range(2):  # two loads; the second stands for the one a killed run left behind
         simulator.add_tasks(project_id, 1)
         assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
-    [first, resumed] = [r[0] for r in query(writer, "select load_id from kps_raw._dlt_loads")]
+    [first, resumed] = [r[0] for r in query(warehouse, "select load_id from kps_raw._dlt_loads")]
     tables = ("failed_tasks", "runs", "rejected_records")
-    with duckdb.connect(str(writer)) as con:
+    with duckdb.connect(str(warehouse)) as con:
         for table in tables:
             # What a job run twice leaves: rows of the resumed load copied once more; and copies
             # of the first load's rows, which only stand in for rows the check must not touch.
@@ -103,12 +104,12 @@ def test_rows_a_resumed_load_doubled_are_dropped_and_nothing_else(simulator, con
                     " where _dlt_load_id = ? limit 2",
                     [load_id],
                 )
-    planted = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
+    planted = {t: query(warehouse, f"select * from kps_raw.{t} order by all") for t in tables}
 
-    with load.load_connection(writer) as con:
+    with load.load_connection(warehouse) as con:
         load.drop_doubled_rows(con, [resumed])
 
-    after = {t: query(writer, f"select * from kps_raw.{t} order by all") for t in tables}
+    after = {t: query(warehouse, f"select * from kps_raw.{t} order by all") for t in tables}
     for table in tables:
         resumed_rows = [r for r in planted[table] if resumed in r]
         first_rows = [r for r in planted[table] if first in r]
@@ -225,7 +226,9 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
     configure()
     assert subprocess.run([CLI, "run", "--no-transform"], capture_output=True).returncode == 0
     simulator.delete_tasks(project_id, n=2)
-    # What a run killed right after its extract leaves: an extracted, unloaded package.
+    # What a run killed right after its extract leaves: its writer copy of the warehouse and an
+    # extracted, unloaded package.
+    shutil.copyfile(warehouse, writer)
     with load.load_connection(writer) as con:
         stopped = load.make_pipeline(Warehouse(warehouse), con)
         stopped.extract(load.make_source(run_id="stopped-run"))
@@ -244,7 +247,7 @@ def test_a_run_stopped_between_extract_and_normalize_is_finished_by_the_next(
 
 
 def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
-    simulator, configure, warehouse, writer
+    simulator, configure, warehouse
 ):
     project_id = simulator.add_project(tasks=30)
     configure()
@@ -255,7 +258,7 @@ def test_only_the_newest_dlt_state_is_kept_and_it_is_the_one_dlt_restores(
     assert query(warehouse, "select count(*) from kps_raw._dlt_pipeline_state") == [(1,)]
     # dlt's working folder lost: the state comes back from the warehouse, the newest one
     load.drop_dlt_state(warehouse)
-    with load.load_connection(writer) as con:
+    with load.load_connection(warehouse) as con:
         restored = load.make_pipeline(Warehouse(warehouse), con)
         restored.sync_destination()
         kept = restored.state["sources"]["kps"]["pages"][project_id]
