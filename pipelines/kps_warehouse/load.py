@@ -22,6 +22,7 @@ from kps_warehouse.ops.warehouse import Warehouse
 from kps_warehouse.source import (
     Project,
     check_settings,
+    configured_projects,
     kps,
     new_run_id,
     project_id_hints,
@@ -250,12 +251,20 @@ def check_configuration(**source_args: Any) -> Configuration:
         settings = resolve_settings(**source_args)
         projects = check_settings(settings)
     except (ConfigurationException, ConfigError) as exc:
-        message = config_message(exc)
-        nowhere = nothing_configured()
-        raise ConfigError(f"{nowhere}; {message}" if nowhere else message) from exc
+        raise ConfigError(nothing_configured() or config_message(exc)) from exc
     return Configuration(
         projects, settings.credentials.settings_in_use(), project_id_hints(projects or [])
     )
+
+
+def configured_project_ids() -> list[str] | None:
+    """The configured projects' ids, for `status`; None when they cannot be told without a
+    request (`project_ids = "*"`) or none are configured here: then every project counts."""
+    try:
+        projects = configured_projects(resolve_settings())
+    except (ConfigurationException, ConfigError):
+        return None
+    return None if projects is None else [p.project_id for p in projects]
 
 
 def nothing_configured() -> str | None:
@@ -268,9 +277,9 @@ def nothing_configured() -> str | None:
     if any((folder / name).exists() for folder in folders for name in TOML_FILES):
         return None
     return (
-        f"no configuration found: no .dlt/config.toml or secrets.toml in {folders[0]} (the"
-        f" working directory) or {folders[1]}, and no SOURCES__KPS__* environment variable"
-        " (run from the folder that holds .dlt/, or set the variables)"
+        f"none found: no .dlt/config.toml or secrets.toml in {folders[0]} (the working"
+        f" directory) or {folders[1]}, and no SOURCES__KPS__* variable in the environment;"
+        " run from the folder that holds .dlt/, or set the variables"
     )
 
 
@@ -305,9 +314,12 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
     """Rebuilds the models and runs the data tests, then publishes."""
     target = Warehouse(warehouse or warehouse_path())
     result = RunResult("", target.path)
+    missing = RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
+    if not (target.path.exists() or target.writer.exists()):
+        raise missing  # before the lock: nothing is written
     with target.writing(lock_wait_seconds()) as writer:
-        if not writer.exists():
-            raise RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
+        if not writer.exists():  # deleted while the lock was awaited
+            raise missing
         build_models(writer, result)
     return result
 

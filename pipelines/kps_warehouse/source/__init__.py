@@ -44,6 +44,7 @@ __all__ = [
     "KpsCredentials",
     "Project",
     "check_settings",
+    "configured_projects",
     "kps",
     "project_id_hints",
     "projects_from_config",
@@ -187,6 +188,11 @@ def check_settings(settings: Any) -> list[Project] | None:
         page_size=settings.page_size,
         concurrency=settings.concurrency,
     )
+    return configured_projects(settings)
+
+
+def configured_projects(settings: Any) -> list[Project] | None:
+    """The configured projects, narrowed to `only`; None for `project_ids = "*"`."""
     if project_id_list(settings.project_ids) == ["*"]:
         return None
     wanted = projects_from_config(settings.project_ids, settings.region, settings.projects)
