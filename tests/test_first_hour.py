@@ -169,38 +169,6 @@ def test_a_report_of_a_project_the_warehouse_never_loaded_exits_2_naming_it(
     assert not (warehouse.parent / "report.html").exists()
 
 
-def test_status_shows_configured_projects_and_fails_after_max_failures(
-    simulator, configure, warehouse, monkeypatch, capsys
-):
-    healthy, flaky, dropped = (simulator.add_project(tasks=2) for _ in range(3))
-    configure()
-    assert run_cli("run", "--no-transform") == 0
-    # `dropped` is no longer configured; `flaky` is, in a region where it is unavailable.
-    monkeypatch.setenv(
-        "SOURCES__KPS__PROJECTS", json.dumps({"cn-north-4": [healthy], "cn-east-3": [flaky]})
-    )
-    assert run_cli("run", "--no-transform") == 3
-    assert run_cli("run", "--no-transform") == 3
-    capsys.readouterr()
-
-    assert run_cli("status", "--max-failures", "3") == 0
-
-    lines = capsys.readouterr().out.strip().splitlines()
-    by_project = {line.split()[2]: line.split()[:2] for line in lines[1:3]}
-    assert by_project == {healthy: ["ok", "cn-north-4"], flaky: ["failed", "cn-east-3"]}
-    assert lines[3:] == [f"retired (no longer configured; history kept): {dropped}"]
-    assert query(
-        warehouse, "select count(*) from kps_raw.runs where project_id = ?", [dropped]
-    ) == [(1,)]
-
-    assert run_cli("status", "--max-failures", "2") == 1
-
-    assert capsys.readouterr().err == (
-        f"kps-warehouse: project {flaky} failed its last 2 runs: 403 APIGW.0310 The project is"
-        " unavailable. (cn-east-3; max failures 2)\n"
-    )
-
-
 def test_the_duckdb_cli_in_the_venv_reads_the_warehouse_and_cannot_write_it(
     simulator, configure, warehouse
 ):
