@@ -242,6 +242,10 @@ def test_between_runs_only_the_warehouse_is_on_disk(simulator, configure, wareho
         assert reader.execute("select count(*) from kps_raw.failed_tasks").fetchone() == (5,)
 
     assert not writer.exists()
+    # ... and no connection of this process is left open on it: DuckDB would hand a later run
+    # that database, the file since renamed into the warehouse, for the new writer copy.
+    with pytest.raises(duckdb.IOException, match="database does not exist"):
+        duckdb.connect(str(writer), read_only=True)
     files = sorted(path.name for path in warehouse.parent.iterdir() if path.is_file())
     assert files == sorted([warehouse.name, Warehouse(warehouse).lock_file.name])
     assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(7,)]

@@ -15,7 +15,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kps_warehouse.load import Configuration
 
 OK, FAILED, USAGE, PARTIAL = 0, 1, 2, 3
 PROG = "kps-warehouse"
@@ -265,7 +268,11 @@ def dry_run(out: Output, **source_args: Any) -> int:
 
 
 def run_and_print(
-    args: argparse.Namespace, out: Output, config: Any, warehouse: Path, **source_args: Any
+    args: argparse.Namespace,
+    out: Output,
+    config: Configuration,
+    warehouse: Path,
+    **source_args: Any,
 ) -> int:
     """One run into `warehouse`, with its progress, its table and its summary."""
     from kps_warehouse import load
@@ -287,7 +294,6 @@ def run_and_print(
             exit_code=FAILED,
         )
         return FAILED
-        progress.done()
     for p in result.projects:
         out.event("project", project_line(p), run_id=result.run_id, **vars(p))
     for p in result.failed:

@@ -108,7 +108,8 @@ class Status:
                 line += f", {p.failures_in_a_row} failed in a row: {p.last_error}"
             lines.append((line, asdict(p)))
         for project_id in self.never_run:
-            lines.append((f"{'-':6} {'':15} {project_id}  configured, not run yet", {}))
+            line = f"{'-':6} {'':15} {project_id}  configured, not run yet"
+            lines.append((line, {"project_id": project_id, "last_status": None}))
         if self.retired:
             lines.append(
                 (

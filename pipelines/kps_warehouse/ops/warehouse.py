@@ -64,6 +64,9 @@ class Warehouse:
         if not self.writer.exists():
             return
         # A checkpoint folds the write-ahead log into the file, so the file alone is whole.
+        # Every other connection to the writer is closed by now, and must be: DuckDB hands a
+        # later connect to the same path the database still open there, which after the
+        # rename is the warehouse (tests/test_first_hour.py checks that none is left).
         with duckdb.connect(str(self.writer)) as con:
             con.execute("checkpoint")
         self.writer.replace(self.path)
