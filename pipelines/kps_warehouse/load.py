@@ -6,7 +6,7 @@ import gc
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +166,16 @@ def drop_dlt_state(path: Path) -> None:
     shutil.rmtree(pipelines_dir(path) / pipeline_name(path), ignore_errors=True)
 
 
-def run(warehouse: Path | None = None, *, transform: bool = True, **source_args: Any) -> RunResult:
+def run(
+    warehouse: Path | None = None,
+    *,
+    transform: bool = True,
+    before_publish: Callable[[Path, RunResult], None] | None = None,
+    **source_args: Any,
+) -> RunResult:
     """Extracts every configured project, loads it, builds the models, publishes the warehouse.
 
+    `before_publish` runs last in the writer copy, under the lock (the alerts step).
     `source_args` override configuration (the demo passes the simulator's endpoint this way).
     Raises ConfigError for settings that cannot work and RunError when nothing could be loaded.
     """
@@ -196,6 +203,9 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
         if transform:
             with clock("transform"):
                 build_models(writer, result, keep_unchanged=True)
+        if before_publish:
+            with clock("alerts"):
+                before_publish(writer, result)
         clock.start("publish")
     clock.stop()
     result.seconds = clock.seconds

@@ -119,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--gzip", action="store_true", help="compress answers for clients that accept gzip"
     )
 
+    alerts = commands.add_parser(
+        "alerts", help="the alert events found and their deliveries, pending first"
+    )
+    alerts.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the payloads the next run would send (URLs redacted); send and mark nothing",
+    )
+    alerts.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="list at most N deliveries (50)",
+    )
+    alerts.add_argument(
+        "--log-format", choices=("text", "json"), help="json: one JSON object per line"
+    )
+
     status = commands.add_parser(
         "status", help="the last runs per project and the warehouse's freshness"
     )
@@ -198,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
         "simulate": cmd_simulate,
         "status": cmd_status,
+        "alerts": cmd_alerts,
     }
     try:
         return handlers[args.command](args, out)
@@ -272,17 +292,23 @@ def run_and_print(
     out: Output,
     config: Configuration,
     warehouse: Path,
+    *,
+    notify: bool = True,
     **source_args: Any,
 ) -> int:
-    """One run into `warehouse`, with its progress, its table and its summary."""
-    from kps_warehouse import load
+    """One run into `warehouse`, with its progress, its table and its summary. `notify=False`
+    leaves the alerts out (the demo's simulated failures are nobody's)."""
+    from kps_warehouse import alerts, load
 
     started = time.monotonic()
     progress = Progress(enabled=not out.json_lines and sys.stderr.isatty())
+    alert_settings = alerts.settings() if notify else None
+    notifier = alerts.Notifier(alert_settings) if alert_settings else None
     result = load.run(
         warehouse=warehouse,
         transform=not getattr(args, "no_transform", False),
         on_page=progress.page,
+        before_publish=notifier,
         **source_args,
     )
     progress.done()
@@ -308,6 +334,7 @@ def run_and_print(
             region=p.region,
         )
     print_transform(result, out)
+    alert_counts = print_alerts(notifier.outcome if notifier else None, out)
     totals = {
         key: sum(getattr(p, key) for p in result.projects)
         for key in ("tasks_seen", "new_versions", "cleared", "rejected")
@@ -329,6 +356,7 @@ def run_and_print(
         phase_seconds=result.seconds,
         warehouse=str(result.warehouse),
         exit_code=result.exit_code,
+        **({"alerts": alert_counts} if alert_counts else {}),
     )
     return result.exit_code
 
@@ -435,6 +463,22 @@ def print_transform(result: Any, out: Output) -> None:
     )
 
 
+def print_alerts(outcome: Any, out: Output) -> dict[str, int] | None:
+    """The alerts step in one line; its counts go into the run's summary too."""
+    if outcome is None:
+        return None
+    if outcome.error:
+        out.error(f"{outcome.error} (the run's data and exit code are unaffected)")
+    counts = outcome.counts()
+    out.event(
+        "alerts",
+        f"alerts: {counts['found']} new events found; {counts['sent']} sent,"
+        f" {counts['failed']} failed, {counts['pending']} pending",
+        **counts,
+    )
+    return counts
+
+
 def cmd_transform(args: argparse.Namespace, out: Output) -> int:
     from kps_warehouse import load
 
@@ -488,9 +532,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.event("demo", f"simulator on {sim.url} with {len(sim.projects())} projects")
         source_args = demo.source_args(sim)
         config = load.check_configuration(**source_args)
-        code = run_and_print(args, out, config, warehouse, **source_args)
+        code = run_and_print(args, out, config, warehouse, notify=False, **source_args)
         demo.change_the_api(sim)
-        code = max(code, run_and_print(args, out, config, warehouse, **source_args))
+        code = max(code, run_and_print(args, out, config, warehouse, notify=False, **source_args))
     if code not in (OK, PARTIAL):
         return code
     from kps_warehouse import report
@@ -580,6 +624,57 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         )
         code = FAILED
     return code
+
+
+def cmd_alerts(args: argparse.Namespace, out: Output) -> int:
+    from kps_warehouse import alerts
+    from kps_warehouse.load import warehouse_path
+
+    warehouse = warehouse_path()
+    if args.dry_run:
+        config = alerts.settings()
+        if config is None:
+            out.error("configuration: no receivers in kps_warehouse.alerts.receivers")
+            return USAGE
+        planned = alerts.preview(warehouse, config)
+        for receiver, message in planned:
+            out.event(
+                "alert_payload",
+                f"{receiver.id} ({receiver.format}): POST <url redacted>,"
+                f" {len(message.keys)} events{' (signed when sent)' if receiver.secret else ''}\n"
+                + json.dumps(message.body, indent=2, ensure_ascii=False),
+                receiver=receiver.id,
+                format=receiver.format,
+                keys=list(message.keys),
+                body=message.body,
+            )
+        out.event(
+            "alerts",
+            f"dry run: {len(planned)} messages would be sent; nothing sent or marked",
+            dry_run=True,
+            messages=len(planned),
+        )
+        return OK
+    rows = alerts.listing(warehouse, args.limit)
+    for row in rows:
+        tried = f"  ({row['attempts']} attempts: {row['last_error']})" if row["last_error"] else ""
+        out.event(
+            "alert",
+            f"{row['status']:8} {row['receiver'] or '-':16} {row['key']}{tried}\n"
+            f"{'':8} {row['summary']}",
+            **row,
+        )
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+    out.event(
+        "alerts",
+        f"{len(rows)} deliveries listed" + (f": {tally}" if tally else "") + f" ({warehouse})",
+        listed=len(rows),
+        **by_status,
+    )
+    return OK
 
 
 if __name__ == "__main__":
