@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from kps_warehouse.crash_points import crash_point
+
 
 class WarehouseBusy(Exception):
     """Another run holds the warehouse; `str()` says which and for how long we waited."""
@@ -69,6 +71,7 @@ class Warehouse:
         # rename is the warehouse (tests/test_first_hour.py checks that none is left).
         with duckdb.connect(str(self.writer)) as con:
             con.execute("checkpoint")
+        crash_point("mid-publish")
         self.writer.replace(self.path)
 
     def drop(self) -> None:
