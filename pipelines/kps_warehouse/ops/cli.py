@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="execute the notebook report read-only and write HTML"
     )
     report.add_argument("--out", type=Path, help="HTML file (default warehouse/report.html)")
-    report.add_argument("--days", type=_positive_int, help="report period in days (default 30)")
+    report.add_argument(
+        "--days", type=_positive_int, help="the last N UTC days up to the latest failure (30)"
+    )
     report.add_argument(
         "--project", action="append", dest="projects", metavar="ID", help="limit to a project"
     )
@@ -109,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--projects", type=_positive_int, default=3, help="projects (3)")
     simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
     simulate.add_argument("--token", default="sim-token", help="accepted X-Auth-Token")
+    simulate.add_argument("--user-name", default="sim-user", help="IAM user (sim-user)")
+    simulate.add_argument("--password", default="sim-password", help="its password")
+    simulate.add_argument("--domain-name", default="sim-domain", help="its domain (sim-domain)")
+    simulate.add_argument("--access-key", default="SIMULATORACCESSKEY", help="accepted AK")
+    simulate.add_argument("--secret-key", default="sim-secret-key", help="its SK")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay per request")
     simulate.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of 429s")
     simulate.add_argument("--error-rate", type=_rate, default=0.0, help="share of 500s")
@@ -578,14 +585,38 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
         malformed_rate=args.malformed_rate,
         gzip=args.gzip,
     )
-    sim.start(args.port)
+    sim.add_iam_user(args.user_name, args.password, args.domain_name)
+    sim.add_access_key(args.access_key, args.secret_key)
+    try:
+        sim.start(args.port)
+    except (OSError, OverflowError) as exc:  # in use, not ours to take, or not a port at all
+        why = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+        out.error(f"simulate: cannot serve on 127.0.0.1:{args.port}: {why}; choose another --port")
+        return USAGE
     by_region: dict[str, list[str]] = {}
     for project_id, region in sim.projects().items():
         by_region.setdefault(region, []).append(project_id)
+    # the simulator's own made-up credentials, printed so that each kind can be tried
+    settings = {
+        "": {"ENDPOINT": sim.endpoint, "PROJECTS": json.dumps(by_region)},
+        "and a token": {"CREDENTIALS__AUTH_TOKEN": args.token},
+        "or an IAM user's password (unset the token)": {
+            "CREDENTIALS__IAM_ENDPOINT": sim.url,
+            "CREDENTIALS__USER_NAME": args.user_name,
+            "CREDENTIALS__PASSWORD": args.password,
+            "CREDENTIALS__DOMAIN_NAME": args.domain_name,
+        },
+        "or AK/SK (unset the token and the password)": {
+            "CREDENTIALS__ACCESS_KEY": args.access_key,
+            "CREDENTIALS__SECRET_KEY": args.secret_key,
+        },
+    }
     out.event("simulate", f"KPS simulator on {sim.url} (Ctrl-C stops it). Point a run at it:")
-    out.event("simulate", f"  export SOURCES__KPS__ENDPOINT='{sim.endpoint}'")
-    out.event("simulate", f"  export SOURCES__KPS__PROJECTS='{json.dumps(by_region)}'")
-    out.event("simulate", f"  export SOURCES__KPS__CREDENTIALS__AUTH_TOKEN='{args.token}'")
+    for heading, variables in settings.items():
+        if heading:
+            out.event("simulate", heading + ":")
+        for name, value in variables.items():
+            out.event("simulate", f"  export SOURCES__KPS__{name}='{value}'")
     try:
         while True:
             time.sleep(3600)
