@@ -755,12 +755,12 @@ def test_alerts_has_help():
 
 
 def test_alerts_that_cannot_work_are_reported_and_the_load_is_published_as_without_them(
-    simulator, alerting, receivers, warehouse, writer, capsys
+    simulator, alerting, receivers, warehouse, capsys
 ):
     project_id = simulator.add_project(tasks=300)
     alerting([receivers["json"].config()])
     run_json(capsys)
-    with duckdb.connect(str(writer)) as con:  # a hand-made change that breaks the alert state
+    with duckdb.connect(str(warehouse)) as con:  # a hand-made change that breaks the alert state
         con.execute("alter table alerts.deliveries drop column last_error")
     add_spike(simulator, project_id, "kp-spike", MARCH_1)
 

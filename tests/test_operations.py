@@ -11,13 +11,15 @@ import time
 from .conftest import CLI, query, run_cli
 
 
-def test_status_reports_last_runs_and_failures_in_a_row(
+def test_status_reports_configured_projects_failures_in_a_row_and_max_failures(
     simulator, configure, warehouse, monkeypatch, capsys
 ):
     healthy = simulator.add_project(tasks=3)
     flaky = simulator.add_project(tasks=2)
+    dropped = simulator.add_project(tasks=1)
     configure()
     assert run_cli("run", "--no-transform") == 0
+    # `dropped` is no longer configured; `flaky` is, in a region where it is unavailable.
     monkeypatch.setenv(
         "SOURCES__KPS__PROJECTS", json.dumps({"cn-north-4": [healthy], "cn-east-3": [flaky]})
     )
@@ -25,18 +27,30 @@ def test_status_reports_last_runs_and_failures_in_a_row(
     assert run_cli("run", "--no-transform") == 3
     capsys.readouterr()
 
-    assert run_cli("status", "--max-age", "1h") == 0
+    assert run_cli("status", "--max-age", "1h", "--max-failures", "3") == 0
 
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith(f"warehouse {warehouse}: last successful load ")
-    by_project = {line.split()[2]: line for line in lines[1:]}
+    by_project = {line.split()[2]: line for line in lines[1:3]}
     assert by_project[healthy].startswith("ok ")
     assert ", 2 failed in a row: 403 APIGW.0310 The project is unavailable." in by_project[flaky]
     last_success = query(
         warehouse, "select min(started_at) from kps_raw.runs where project_id = ?", [flaky]
     )[0][0]
     assert f"last success {last_success.isoformat(timespec='seconds')}" in by_project[flaky]
+    # history kept, out of the view
+    assert lines[3] == f"retired (no longer configured; history kept): {dropped}"
+    assert query(
+        warehouse, "select count(*) from kps_raw.runs where project_id = ?", [dropped]
+    ) == [(1,)]
+
+    assert run_cli("status", "--max-failures", "2") == 1
+
+    assert capsys.readouterr().err == (
+        f"kps-warehouse: project {flaky} failed its last 2 runs: 403 APIGW.0310 The project is"
+        " unavailable. (cn-east-3; max failures 2)\n"
+    )
 
 
 def test_status_exits_1_when_the_data_is_stale(simulator, configure, warehouse, capsys):

@@ -51,13 +51,13 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
         assert mismatches == [], trend
 
 
-def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, writer, capsys):
+def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
     assert "built 14 models and ran 46 data tests" in capsys.readouterr().out
 
-    # A version whose failed_at disagrees with its task_time, planted in the writer's copy.
-    with duckdb.connect(str(writer)) as con:
+    # A version whose failed_at disagrees with its task_time, planted in the warehouse.
+    with duckdb.connect(str(loaded)) as con:
         con.execute(
             """
             insert into kps_raw.failed_tasks
@@ -155,12 +155,12 @@ def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, wareh
     assert every_model(warehouse) == built
 
 
-def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, writer, tmp_path):
+def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
     with (sql_dir / "intermediate" / "int_failures__daily.sql").open("a") as sql:
         sql.write("\n-- edited\n")
 
-    result = runner.transform(writer, sql_dir, keep_unchanged=True)
+    result = runner.transform(loaded, sql_dir, keep_unchanged=True)
 
     rebuilt = set(result.models) - set(result.kept)
     assert rebuilt == {
@@ -172,16 +172,16 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, writer,
     }
 
 
-def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, writer, tmp_path):
+def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
     # Fails on a kept model: every week of a project is a row.
     (sql_dir / "tests" / "assert_no_week_at_all.sql").write_text(
         "select project_id, week_start from marts.failure_weekly\n"
     )
-    weeks = query(writer, "select count(*) from marts.failure_weekly")[0][0]
+    weeks = query(loaded, "select count(*) from marts.failure_weekly")[0][0]
 
     for _ in range(2):
-        result = runner.transform(writer, sql_dir, keep_unchanged=True)
+        result = runner.transform(loaded, sql_dir, keep_unchanged=True)
         [failed] = result.failed
         assert failed.name == "assert_no_week_at_all"
         assert (failed.failures, failed.reused) == (weeks, False)

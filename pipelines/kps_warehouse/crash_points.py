@@ -20,7 +20,7 @@ POINTS = (
     "mid-normalize",  # a file of the package normalized, the package not committed
     "mid-load",  # a load job committed to the warehouse, the package not finished
     "before-publish",  # loaded (and transformed) in the writer copy, nothing published
-    "mid-publish",  # the published file's replacement written beside it, not yet renamed
+    "mid-publish",  # the writer copy checkpointed, not yet renamed over the published file
 )
 
 

@@ -23,7 +23,15 @@ from kps_warehouse import dlt_adapter
 from kps_warehouse.crash_points import crash_point
 from kps_warehouse.ops.postgres import PostgresWarehouse
 from kps_warehouse.ops.warehouse import Warehouse
-from kps_warehouse.source import kps, new_run_id
+from kps_warehouse.source import (
+    Project,
+    check_settings,
+    configured_projects,
+    kps,
+    new_run_id,
+    project_id_hints,
+    resolve_settings,
+)
 from kps_warehouse.source.client import ConfigError
 from kps_warehouse.transform import runner
 
@@ -54,6 +62,15 @@ class ProjectOutcome:
     note: str | None
     new_versions: int = 0
     cleared: int = 0
+
+
+@dataclass
+class Configuration:
+    """What a run will read, checked before it touches the warehouse."""
+
+    projects: list[Project] | None  # None: every project IAM lists (`project_ids = "*"`)
+    credentials: str  # the settings of the credentials in use, to name when they are refused
+    hints: list[str]  # warnings about settings that may be wrong, such as a project name
 
 
 @dataclass
@@ -212,6 +229,7 @@ def run(
     `source_args` override configuration (the demo passes the simulator's endpoint this way).
     Raises ConfigError for settings that cannot work and RunError when nothing could be loaded.
     """
+    check_configuration(**source_args)  # a setting that cannot work writes nothing
     if warehouse is None and destination() == "postgres":
         return run_postgres(transform=transform, before_publish=before_publish, **source_args)
     target = Warehouse(warehouse or warehouse_path())
@@ -318,6 +336,7 @@ def old_objects_frozen() -> Iterator[None]:
 
 def dry_run(**source_args: Any) -> list[ProjectOutcome]:
     """Pages the API exactly as a run would and counts, writing nothing."""
+    check_configuration(**source_args)
     source = make_source(run_id=new_run_id(), **source_args)
     [table] = list(source.resources["runs"])
     columns = (
@@ -339,6 +358,48 @@ def make_source(**source_args: Any) -> Any:
         return kps(**source_args)
     except ConfigurationException as exc:
         raise ConfigError(config_message(exc)) from exc
+
+
+def check_configuration(**source_args: Any) -> Configuration:
+    """Every setting a run needs, checked without a request; raises ConfigError naming the
+    setting, and where configuration was looked for when none was found at all."""
+    try:
+        settings = resolve_settings(**source_args)
+        projects = check_settings(settings)
+    except (ConfigurationException, ConfigError) as exc:
+        raise ConfigError(nothing_configured() or config_message(exc)) from exc
+    return Configuration(
+        projects, settings.credentials.settings_in_use(), project_id_hints(projects or [])
+    )
+
+
+def configured_project_ids() -> list[str] | None:
+    """The configured projects' ids, for `status`; None when they cannot be told without a
+    request (`project_ids = "*"`) or none are configured here: then every project counts."""
+    try:
+        projects = configured_projects(resolve_settings())
+    except (ConfigurationException, ConfigError):
+        return None
+    return None if projects is None else [p.project_id for p in projects]
+
+
+def nothing_configured() -> str | None:
+    """Where dlt looked for configuration, when it found none there nor in the environment:
+    the usual reason is a working directory other than the one holding `.dlt/`."""
+    if any(name.startswith("SOURCES__KPS__") for name in os.environ):
+        return None
+    context = dlt.current.run_context()
+    folders = [Path(context.settings_dir).absolute(), Path(context.global_dir).absolute()]
+    if any((folder / name).exists() for folder in folders for name in TOML_FILES):
+        return None
+    return (
+        f"none found: no .dlt/config.toml or secrets.toml in {folders[0]} (the working"
+        f" directory) or {folders[1]}, and no SOURCES__KPS__* variable in the environment;"
+        " run from the folder that holds .dlt/, or set the variables"
+    )
+
+
+TOML_FILES = ("config.toml", "secrets.toml")
 
 
 class Phases:
@@ -369,9 +430,12 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
     """Rebuilds the models and runs the data tests, then publishes."""
     target = Warehouse(warehouse or warehouse_path())
     result = RunResult("", target.path)
+    missing = RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
+    if not (target.path.exists() or target.writer.exists()):
+        raise missing  # before the lock: nothing is written
     with target.writing(lock_wait_seconds()) as writer:
-        if not writer.exists():
-            raise RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
+        if not writer.exists():  # deleted while the lock was awaited
+            raise missing
         build_models(writer, result)
     return result
 
@@ -381,6 +445,8 @@ def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = Fa
     rebuilds every one (after a hand-made change to a table, say)."""
     try:
         result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+    except runner.MissingSourceError as exc:
+        raise RunError(f"{result.warehouse}: {exc}") from None  # nothing loaded: not published
     except runner.ModelError as exc:
         result.transform_error = str(exc)
 

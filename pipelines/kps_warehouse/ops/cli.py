@@ -15,7 +15,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kps_warehouse.load import Configuration
 
 OK, FAILED, USAGE, PARTIAL = 0, 1, 2, 3
 PROG = "kps-warehouse"
@@ -33,12 +36,16 @@ class Output:
         else:
             print(text, flush=True)
 
-    def error(self, message: str, **fields: Any) -> None:
+    def error(self, message: str, event: str = "error", **fields: Any) -> None:
         if self.json_lines:
-            line = {"ts": _now(), "event": "error", "message": message, **fields}
+            line = {"ts": _now(), "event": event, "message": message, **fields}
             print(json.dumps(line, default=str), file=sys.stderr, flush=True)
         else:
             print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+    def warning(self, message: str) -> None:
+        """A setting that may be wrong; the command goes on."""
+        self.error(f"warning: {message}", event="warning")
 
 
 def _now() -> str:
@@ -150,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="exit 1 when the last successful load is older than AGE (e.g. 90m, 6h, 2d)",
     )
+    status.add_argument(
+        "--max-failures",
+        type=_positive_int,
+        metavar="N",
+        help="exit 1 when a configured project failed its last N runs",
+    )
     return parser
 
 
@@ -240,44 +253,86 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else ""
 
 
-def cmd_run(
-    args: argparse.Namespace, out: Output, *, notify: bool = True, **source_args: Any
+def cmd_run(args: argparse.Namespace, out: Output) -> int:
+    from kps_warehouse import load
+
+    from . import demo
+
+    source_args: dict[str, Any] = {"only": args.projects} if args.projects else {}
+    config = load.check_configuration(**source_args)  # before anything is written or requested
+    for hint in config.hints:
+        out.warning(hint)
+    if args.dry_run:
+        return dry_run(out, **source_args)
+    if load.destination() == "postgres":  # a database: no file, no demo in it
+        if args.full_refresh:
+            if not confirm_full_refresh(args, out):
+                return USAGE
+            load.drop_warehouse()
+        return run_and_print(args, out, config, None, **source_args)
+    warehouse = load.warehouse_path()
+    if args.full_refresh or demo.marker(warehouse).exists():
+        if not args.full_refresh:
+            out.event("demo", f"{warehouse} holds the demo's simulated data: this run replaces it")
+        elif not confirm_full_refresh(args, out):
+            return USAGE
+        load.drop_warehouse(warehouse)
+        demo.marker(warehouse).unlink(missing_ok=True)
+    return run_and_print(args, out, config, warehouse, **source_args)
+
+
+def dry_run(out: Output, **source_args: Any) -> int:
+    """Pages the API as a run would, prints the counts, writes nothing."""
+    from kps_warehouse import load
+
+    progress = Progress(enabled=not out.json_lines and sys.stderr.isatty())
+    outcomes = load.dry_run(on_page=progress.page, **source_args)
+    progress.done()
+    for p in outcomes:
+        out.event("project", project_line(p), dry_run=True, **vars(p))
+    out.event(
+        "summary",
+        f"dry run: {sum(p.tasks_seen for p in outcomes)} tasks listed in"
+        f" {len(outcomes)} projects; nothing written",
+        dry_run=True,
+        tasks_seen=sum(p.tasks_seen for p in outcomes),
+    )
+    return PARTIAL if any(p.status != "ok" for p in outcomes) else OK
+
+
+def run_and_print(
+    args: argparse.Namespace,
+    out: Output,
+    config: Configuration,
+    warehouse: Path | None,
+    *,
+    notify: bool = True,
+    **source_args: Any,
 ) -> int:
-    """`notify=False` leaves the alerts out (the demo's simulated failures are nobody's)."""
+    """One run into `warehouse`, with its progress, its table and its summary. `notify=False`
+    leaves the alerts out (the demo's simulated failures are nobody's)."""
     from kps_warehouse import alerts, load
 
     started = time.monotonic()
-    if getattr(args, "projects", None):
-        source_args["only"] = args.projects
     progress = Progress(enabled=not out.json_lines and sys.stderr.isatty())
-    source_args["on_page"] = progress.page
-    if getattr(args, "dry_run", False):
-        outcomes = load.dry_run(**source_args)
-        progress.done()
-        for p in outcomes:
-            out.event("project", project_line(p), dry_run=True, **vars(p))
-        out.event(
-            "summary",
-            f"dry run: {sum(p.tasks_seen for p in outcomes)} tasks listed in"
-            f" {len(outcomes)} projects; nothing written",
-            dry_run=True,
-            tasks_seen=sum(p.tasks_seen for p in outcomes),
-        )
-        return PARTIAL if any(p.status != "ok" for p in outcomes) else OK
-    warehouse = source_args.pop("warehouse", None)
-    if getattr(args, "full_refresh", False):
-        if not confirm_full_refresh(args, out):
-            return USAGE
-        load.drop_warehouse(warehouse)
-    config = alerts.settings() if notify else None
-    notifier = alerts.Notifier(config) if config else None
+    alert_settings = alerts.settings() if notify else None
+    notifier = alerts.Notifier(alert_settings) if alert_settings else None
     result = load.run(
         warehouse=warehouse,
         transform=not getattr(args, "no_transform", False),
+        on_page=progress.page,
         before_publish=notifier,
         **source_args,
     )
     progress.done()
+    if credentials_refused(result.projects):
+        out.error(
+            f"every project ({len(result.projects)}) refused the credentials:"
+            f" {result.projects[0].error}; check {config.credentials}",
+            projects_failed=len(result.projects),
+            exit_code=FAILED,
+        )
+        return FAILED
     for p in result.projects:
         out.event("project", project_line(p), run_id=result.run_id, **vars(p))
     for p in result.failed:
@@ -317,6 +372,14 @@ def cmd_run(
         **({"alerts": alert_counts} if alert_counts else {}),
     )
     return result.exit_code
+
+
+def credentials_refused(projects: Sequence[Any]) -> bool:
+    """Every project failed, each because the credentials were refused (401, or IAM refusing
+    the password): then one line says so, not one per project."""
+    return bool(projects) and all(
+        p.status != "ok" and (p.error or "").startswith(("401 ", "IAM refused ")) for p in projects
+    )
 
 
 def project_line(p: Any) -> str:
@@ -442,25 +505,49 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
     from kps_warehouse.load import warehouse_path
 
     warehouse = warehouse_path()
+    if args.projects:
+        known_projects(warehouse, args.projects)
     target = args.out or warehouse.parent / "report.html"
     path = report.render(warehouse, target, days=args.days, projects=args.projects)
     out.event("report", f"report: {path}", report=str(path))
     return OK
 
 
+def known_projects(warehouse: Path, projects: Sequence[str]) -> None:
+    """Raises ConfigError unless the warehouse has runs of every one of `projects`."""
+    from kps_warehouse.source.client import ConfigError
+
+    from . import status
+
+    found = status.read(warehouse)
+    unknown = sorted(set(projects) - {p.project_id for p in found.projects})
+    if unknown and found.found not in ("missing", "empty"):
+        raise ConfigError(f"--project {', '.join(unknown)}: no runs of it in {warehouse}")
+
+
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse.load import drop_warehouse
+    from kps_warehouse import load
+    from kps_warehouse.source.client import ConfigError
 
     from . import demo
 
-    warehouse = Path("warehouse").absolute() / "demo.duckdb"
-    drop_warehouse(warehouse)
+    # The warehouse every other command reads, so that `status`, `report` and the DuckDB CLI
+    # find the demo's data; a marker beside it lets the first real run replace it.
+    warehouse = load.warehouse_path()
+    if warehouse.exists() and not demo.marker(warehouse).exists():
+        raise ConfigError(
+            f"{warehouse} holds real runs, and the demo replaces only its own warehouse: set"
+            " DESTINATION__DUCKDB__CREDENTIALS to another file to run the demo there"
+        )
+    load.drop_warehouse(warehouse)
+    demo.marker(warehouse).touch()
     with demo.simulator() as sim:
         out.event("demo", f"simulator on {sim.url} with {len(sim.projects())} projects")
         source_args = demo.source_args(sim)
-        code = cmd_run(args, out, notify=False, warehouse=warehouse, **source_args)
+        config = load.check_configuration(**source_args)
+        code = run_and_print(args, out, config, warehouse, notify=False, **source_args)
         demo.change_the_api(sim)
-        code = max(code, cmd_run(args, out, notify=False, warehouse=warehouse, **source_args))
+        code = max(code, run_and_print(args, out, config, warehouse, notify=False, **source_args))
     if code not in (OK, PARTIAL):
         return code
     from kps_warehouse import report
@@ -470,7 +557,22 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     for line in demo.summary(warehouse):
         out.event("summary", line)
     out.event("demo", f"warehouse: {warehouse}\nreport:    {report_path}")
+    steps = demo.next_steps(shown(warehouse), beside_python(PROG), beside_python("duckdb"))
+    out.event("demo", steps)
     return code
+
+
+def shown(path: Path) -> str:
+    """`path` as a person would type it here: relative to the working directory when inside."""
+    path = path.absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def beside_python(command: str) -> str:
+    """`command` as installed in this environment (`make` installs kps-warehouse and the DuckDB
+    CLI in .venv/bin), else as found on PATH."""
+    beside = Path(sys.executable).parent / command
+    return shown(beside) if beside.exists() else command
 
 
 def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
@@ -530,13 +632,17 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse.load import warehouse_path
+    from kps_warehouse.load import configured_project_ids, warehouse_path
 
-    from . import status
+    from . import demo, status
 
-    report = status.read(warehouse_path())
+    warehouse = warehouse_path()
+    # The demo's projects are not configured anywhere, yet are all its warehouse holds.
+    configured = None if demo.marker(warehouse).exists() else configured_project_ids()
+    report = status.read(warehouse, configured)
     for line, fields in report.lines():
         out.event("status", line, **fields)
+    code = OK
     if args.max_age is not None and report.age_seconds() > args.max_age:
         age = report.age_seconds()
         out.error(
@@ -545,8 +651,16 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             + f" (max age {args.max_age / 3600:g} h)",
             age_seconds=None if age == float("inf") else round(age),
         )
-        return FAILED
-    return OK
+        code = FAILED
+    for p in report.failing(args.max_failures) if args.max_failures else ():
+        out.error(
+            f"project {p.project_id} failed its last {p.failures_in_a_row} runs:"
+            f" {p.last_error} ({p.region}; max failures {args.max_failures})",
+            project_id=p.project_id,
+            failures_in_a_row=p.failures_in_a_row,
+        )
+        code = FAILED
+    return code
 
 
 def cmd_alerts(args: argparse.Namespace, out: Output) -> int:

@@ -44,6 +44,27 @@ def source_args(sim: Simulator) -> dict[str, Any]:
     }
 
 
+def marker(warehouse: Path) -> Path:
+    """Beside a warehouse the demo built: its data are simulated, and a real run replaces them."""
+    return warehouse.with_name(f".{warehouse.stem}.demo")
+
+
+def next_steps(warehouse: Path, kps_warehouse: str, duckdb_cli: str) -> str:
+    """Commands to paste next, all reading the demo's warehouse."""
+    query = (
+        "select keypair_name, count(*) as failures, count(*) filter (where is_open) as open"
+        " from marts.fct_failed_tasks group by 1 order by 2 desc limit 5"
+    )
+    return "\n".join(
+        (
+            "next, on the demo's warehouse:",
+            f"  {kps_warehouse} status",
+            f"  {kps_warehouse} report",
+            f'  {duckdb_cli} -readonly {warehouse} "{query}"',
+        )
+    )
+
+
 def change_the_api(sim: Simulator) -> None:
     """Between the demo's runs users delete some failed tasks and new ones fail."""
     rng = random.Random(SEED)

@@ -1,8 +1,10 @@
-"""What `kps-warehouse status` reports: the last runs per project and the warehouse's freshness."""
+"""What `kps-warehouse status` reports: the last runs per configured project and the
+warehouse's freshness. Projects no longer configured keep their history but leave the view."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,11 @@ class ProjectStatus:
 class Status:
     warehouse: Path
     projects: list[ProjectStatus]
+    # What the warehouse holds when it holds no runs: "missing", "empty" or "no models".
+    found: str | None = None
+    # Configured projects that no run has read yet, and projects with runs not configured now.
+    never_run: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
 
     @property
     def freshest_at(self) -> datetime | None:
@@ -70,14 +77,23 @@ class Status:
             return float("inf")
         return ((now or datetime.now(UTC)) - self.freshest_at).total_seconds()
 
+    def failing(self, runs: int) -> list[ProjectStatus]:
+        """The projects whose last `runs` runs (at least) all failed."""
+        return [p for p in self.projects if p.failures_in_a_row >= runs]
+
     def lines(self) -> list[tuple[str, dict[str, Any]]]:
         """Lines for a person, each with the fields a scheduler reads."""
         fresh = self.freshest_at
         age = f"{self.age_seconds() / 60:.0f} min ago" if fresh else "never"
+        found = {
+            "missing": ": none yet (`kps-warehouse run` builds it, `make demo` a simulated one)",
+            "empty": ": holds no run yet (`kps-warehouse run` loads it)",
+            "no models": "; its models are not built (`kps-warehouse transform` builds them)",
+        }.get(self.found or "", "")
         lines = [
             (
-                f"warehouse {self.warehouse}: last successful load {age}",
-                {"warehouse": str(self.warehouse), "freshest_at": fresh},
+                f"warehouse {self.warehouse}: last successful load {age}{found}",
+                {"warehouse": str(self.warehouse), "freshest_at": fresh, "found": self.found},
             )
         ]
         for p in self.projects:
@@ -91,14 +107,43 @@ class Status:
             if p.failures_in_a_row:
                 line += f", {p.failures_in_a_row} failed in a row: {p.last_error}"
             lines.append((line, asdict(p)))
+        for project_id in self.never_run:
+            line = f"{'-':6} {'':15} {project_id}  configured, not run yet"
+            lines.append((line, {"project_id": project_id, "last_status": None}))
+        if self.retired:
+            lines.append(
+                (
+                    f"retired (no longer configured; history kept): {', '.join(self.retired)}",
+                    {"retired": self.retired},
+                )
+            )
         return lines
 
 
-def read(warehouse: Path) -> Status:
-    """Reads kps_raw.runs from the published warehouse, read-only; none yet is an empty status."""
+def read(warehouse: Path, configured: Collection[str] | None = None) -> Status:
+    """Reads kps_raw.runs from the published warehouse, read-only, and keeps the `configured`
+    projects (all when None). A missing, empty or half-built warehouse says what it holds."""
     if not warehouse.exists():
-        return Status(warehouse, [])
+        return Status(warehouse, [], "missing", sorted(configured or ()))
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.execute("set TimeZone = 'UTC'")
-        rows = con.execute(LAST_RUNS_SQL).fetchall()
-    return Status(warehouse, [ProjectStatus(*row) for row in rows])
+        tables = {
+            name
+            for (name,) in con.execute(
+                "select schema_name || '.' || table_name from duckdb_tables()"
+            ).fetchall()
+        }
+        if "kps_raw.runs" not in tables:
+            return Status(warehouse, [], "empty", sorted(configured or ()))
+        rows = [ProjectStatus(*row) for row in con.execute(LAST_RUNS_SQL).fetchall()]
+    found = None if "marts.fct_failed_tasks" in tables else "no models"
+    if configured is None:
+        return Status(warehouse, rows, found)
+    ran = {p.project_id for p in rows}
+    return Status(
+        warehouse,
+        [p for p in rows if p.project_id in configured],
+        found,
+        never_run=sorted(set(configured) - ran),
+        retired=sorted(ran - set(configured)),
+    )

@@ -2,11 +2,12 @@
 
 DuckDB allows one writer per file, and while any other process holds the file open, even
 read-only, a load cannot start. So runs never write the file analysts open. A run takes an
-exclusive lock, loads and builds the models in a private writer copy beside the warehouse, and
-then publishes it: a full copy renamed over the warehouse file in one atomic step. Readers that
-had the old file open keep reading it undisturbed; the next open sees the new one. A run killed
-at any point leaves the published file as it was; the writer copy and dlt's pending load package
-stay behind, and the next run finishes that load before its own.
+exclusive lock, copies the warehouse to a private writer copy beside it, loads and builds the
+models there, and then publishes it: the writer copy renamed over the warehouse file in one
+atomic step. Readers that had the old file open keep reading it undisturbed; the next open sees
+the new one. Between runs only the warehouse is on disk. A run killed at any point leaves the
+published file as it was; the writer copy and dlt's pending load package stay behind, and the
+next run finishes that load before its own.
 """
 
 from __future__ import annotations
@@ -48,34 +49,50 @@ class Warehouse:
     def writing(self, wait_seconds: float = 0.0) -> Iterator[Path]:
         """Holds the lock and yields the writer copy; publishes it when the block succeeds."""
         with self.locked(wait_seconds):
+            fresh = not self.writer.exists() and not self.path.exists()
             self._adopt()
-            yield self.writer
+            try:
+                yield self.writer
+            except BaseException:
+                # A first run that failed leaves no empty warehouse behind. (A run killed outright
+                # never gets here, and a later run finds what it left.)
+                if fresh:
+                    self._remove(self.writer)
+                raise
             self.publish()
 
     def publish(self) -> None:
-        """Copies the writer over the published file atomically (the caller holds the lock)."""
+        """Renames the writer over the published file atomically (the caller holds the lock)."""
         if not self.writer.exists():
             return
-        # A checkpoint folds the write-ahead log into the file, so the copy is whole.
+        # A checkpoint folds the write-ahead log into the file, so the file alone is whole.
+        # Every other connection to the writer is closed by now, and must be: DuckDB hands a
+        # later connect to the same path the database still open there, which after the
+        # rename is the warehouse (tests/test_first_hour.py checks that none is left).
         with duckdb.connect(str(self.writer)) as con:
             con.execute("checkpoint")
-        staged = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        shutil.copyfile(self.writer, staged)
         crash_point("mid-publish")
-        staged.replace(self.path)
+        self.writer.replace(self.path)
 
     def drop(self) -> None:
         """Deletes the published file and the writer copy (the caller holds the lock)."""
         for path in (self.path, self.writer):
-            path.unlink(missing_ok=True)
-            Path(f"{path}.wal").unlink(missing_ok=True)
+            self._remove(path)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        path.unlink(missing_ok=True)
+        Path(f"{path}.wal").unlink(missing_ok=True)
 
     def _adopt(self) -> None:
-        """A warehouse published before (or copied in by hand) becomes the writer's start."""
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        """The published warehouse becomes the writer's start, unless a killed run left a
+        writer copy, whose pending load the run finishes first."""
+        for stale in self.path.parent.glob(f"{self.writer.name}.*.tmp"):
             stale.unlink(missing_ok=True)
         if not self.writer.exists() and self.path.exists():
-            shutil.copyfile(self.path, self.writer)
+            staged = self.writer.with_name(f"{self.writer.name}.{os.getpid()}.tmp")
+            shutil.copyfile(self.path, staged)
+            staged.replace(self.writer)  # a copy cut short by a kill is never taken for whole
 
     @contextmanager
     def locked(self, wait_seconds: float) -> Iterator[None]:

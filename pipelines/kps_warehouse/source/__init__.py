@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dlt
 import pyarrow as pa
-from dlt.common.configuration import configspec
+from dlt.common.configuration import configspec, known_sections, resolve_configuration
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
@@ -34,8 +36,20 @@ from .spill import TaskSpill
 
 # The fingerprint of a project that lists nothing.
 EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
+# Huawei Cloud's project ids look like this; the API does not promise it, so others only warn.
+USUAL_PROJECT_ID = re.compile(r"[0-9a-f]{32}")
 
-__all__ = ["KpsCredentials", "Project", "kps", "projects_from_config", "read_all"]
+__all__ = [
+    "KpsCredentials",
+    "Project",
+    "check_settings",
+    "configured_projects",
+    "kps",
+    "project_id_hints",
+    "projects_from_config",
+    "read_all",
+    "resolve_settings",
+]
 
 
 @configspec
@@ -64,6 +78,19 @@ class KpsCredentials(CredentialsConfiguration):
             "no credentials: set sources.kps.credentials.auth_token, or user_name, password and"
             " domain_name, or access_key and secret_key (or their SOURCES__KPS__CREDENTIALS__*"
             " environment variables)"
+        )
+
+    def settings_in_use(self) -> str:
+        """The settings of the kind of credentials `to_auth` uses, to name in an error."""
+        if self.auth_token:
+            keys = ("auth_token",)
+        elif self.user_name and self.password and self.domain_name:
+            keys = ("user_name", "password", "domain_name")
+        else:
+            keys = ("access_key", "secret_key")
+        return ", ".join(
+            f"sources.kps.credentials.{key} (SOURCES__KPS__CREDENTIALS__{key.upper()})"
+            for key in keys
         )
 
 
@@ -123,12 +150,63 @@ def select_projects(
             )
     else:
         wanted = projects_from_config(project_ids, region, projects)
-    if only:
-        unknown = sorted(set(only) - {p.project_id for p in wanted})
-        if unknown:
-            raise ConfigError(f"--project {', '.join(unknown)}: not among the configured projects")
-        wanted = [p for p in wanted if p.project_id in set(only)]
-    return wanted
+    return narrowed(wanted, only)
+
+
+def narrowed(wanted: list[Project], only: Sequence[str] | None) -> list[Project]:
+    """`wanted` limited to the ids of `--project`, each of which must be among them."""
+    if not only:
+        return wanted
+    unknown = sorted(set(only) - {p.project_id for p in wanted})
+    if unknown:
+        raise ConfigError(f"--project {', '.join(unknown)}: not among the configured projects")
+    return [p for p in wanted if p.project_id in set(only)]
+
+
+def resolve_settings(**overrides: Any) -> Any:
+    """The kps source's configuration as a run resolves it, `overrides` winning; nothing is
+    requested. Raises dlt's ConfigurationException for a value it cannot read."""
+    spec = kps.ref.SPEC
+    fields = spec.get_resolvable_fields()
+    return resolve_configuration(
+        spec(),
+        sections=(known_sections.SOURCES, "kps", "kps"),
+        explicit_value={key: value for key, value in overrides.items() if key in fields},
+    )
+
+
+def check_settings(settings: Any) -> list[Project] | None:
+    """Raises ConfigError for any setting a run could not work with, before any request.
+
+    Returns the configured projects, narrowed to `only`; None when IAM lists them
+    (`project_ids = "*"`), which only a request can tell.
+    """
+    KpsClient(
+        settings.endpoint,
+        settings.credentials.to_auth(),
+        page_size=settings.page_size,
+        concurrency=settings.concurrency,
+    )
+    return configured_projects(settings)
+
+
+def configured_projects(settings: Any) -> list[Project] | None:
+    """The configured projects, narrowed to `only`; None for `project_ids = "*"`."""
+    if project_id_list(settings.project_ids) == ["*"]:
+        return None
+    wanted = projects_from_config(settings.project_ids, settings.region, settings.projects)
+    return narrowed(wanted, settings.only)
+
+
+def project_id_hints(projects: Sequence[Project]) -> list[str]:
+    """A warning for each project id unlike Huawei Cloud's (32 hex characters): a project name
+    given by mistake is refused by the API with a 403 that does not say why."""
+    return [
+        f"project id {p.project_id!r} is not 32 hex characters like Huawei Cloud's project ids"
+        " (is it a project name? The console lists ids under My Credentials > API Credentials)"
+        for p in projects
+        if not USUAL_PROJECT_ID.fullmatch(p.project_id)
+    ]
 
 
 def read_all(
