@@ -30,7 +30,10 @@ def test_credentials_without_a_password_connect_to_a_trusting_server(monkeypatch
     session.close()
 
 
-def test_an_unknown_destination_is_a_usage_error(configure, warehouse, monkeypatch, capsys):
+def test_an_unknown_destination_is_a_usage_error(
+    simulator, configure, warehouse, monkeypatch, capsys
+):
+    simulator.add_project(tasks=1)
     configure()
     monkeypatch.setenv("KPS_WAREHOUSE__DESTINATION", "mysql")
 
@@ -42,7 +45,10 @@ def test_an_unknown_destination_is_a_usage_error(configure, warehouse, monkeypat
     )
 
 
-def test_an_unreachable_server_is_named_without_its_password(configure, warehouse, monkeypatch):
+def test_an_unreachable_server_is_named_without_its_password(
+    simulator, configure, warehouse, monkeypatch
+):
+    simulator.add_project(tasks=1)
     configure()
     monkeypatch.setenv("KPS_WAREHOUSE__DESTINATION", "postgres")
     monkeypatch.setenv(
