@@ -89,14 +89,14 @@ def source_delta(
         return FULL, now
     if now == before:
         return NONE, now
-    condition = "_dlt_load_id > $load_id"
-    if retires:
-        condition += " or _dlt_valid_to > coalesce($retired_at, '-infinity'::timestamptz)"
+    loaded_since = "_dlt_load_id > $load_id"
+    retired_since = "_dlt_valid_to > coalesce($retired_at, '-infinity'::timestamptz)"
+    condition = f"{loaded_since} or {retired_since}" if retires else loaded_since
     loaded, retired, projects = con.execute(
         f"""
         select
-            count(*) filter (where _dlt_load_id > $load_id),
-            {"count(*) filter (where _dlt_valid_to > coalesce($retired_at, '-infinity'::timestamptz))" if retires else "0"},
+            count(*) filter (where {loaded_since}),
+            {f"count(*) filter (where {retired_since})" if retires else "0"},
             list(distinct {PROJECT_KEY})
         from {table}
         where {condition}

@@ -41,7 +41,7 @@ NEW_DAYS_DIR = "new_days"
 VIEW_SCHEMAS = frozenset({"staging"})
 SOURCE_SCHEMA = "kps_raw"
 
-Kind = Literal["view", "table", "incremental"]
+Kind = Literal["view", "table"]
 Severity = Literal["error", "warn"]
 
 _SEVERITY_COMMENT = re.compile(r"^--\s*severity:\s*(\w+)\s*$", re.MULTILINE)
@@ -54,7 +54,8 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class Model:
-    """One .sql file: the view or table it builds, the tables it reads, how it is built."""
+    """One .sql file: the view or table it builds, the tables it reads, and for an incremental
+    table what its rows are rebuilt by (see the module's docstring)."""
 
     name: str
     schema: str
@@ -147,13 +148,13 @@ def _read_models(sql_dir: Path, properties: dict[str, tuple[str, dict[str, Any]]
             sql = statement(path)
             schema = path.parent.name
             config = properties.get(path.stem, ("", {}))[1].get("config") or {}
-            kind = config.get("materialized", "view" if schema in VIEW_SCHEMAS else "table")
-            if kind not in ("view", "table", "incremental"):
+            materialized = config.get("materialized", "view" if schema in VIEW_SCHEMAS else "table")
+            if materialized not in ("view", "table", "incremental"):
                 raise ModelError(
-                    f"model {where}: materialized {kind!r} is not view|table|incremental"
+                    f"model {where}: materialized {materialized!r} is not view|table|incremental"
                 )
             unique_key = config.get("unique_key")
-            if (kind == "incremental") != (unique_key == PROJECT_KEY):
+            if (materialized == "incremental") != (unique_key == PROJECT_KEY):
                 raise ModelError(
                     f"model {where}: an incremental model has unique_key: {PROJECT_KEY}, and"
                     " only an incremental one"
@@ -164,7 +165,7 @@ def _read_models(sql_dir: Path, properties: dict[str, tuple[str, dict[str, Any]]
                     name=path.stem,
                     schema=schema,
                     path=path,
-                    kind=kind,
+                    kind="view" if materialized == "view" else "table",
                     depends_on=_tables_read(sql, where, parser),
                     sql=sql,
                     unique_key=unique_key,

@@ -209,7 +209,7 @@ def _build(
                 or model.relation not in columns
             )
             try:
-                if rebuild or (delta and model.kind == "table") or _needs_full(model, delta):
+                if rebuild or _needs_full(model, delta):
                     latest_before = None if rebuild else _latest_day(con, model, columns)
                     _create(con, model)
                     columns[model.relation] = _columns(con, model.relation)
@@ -245,15 +245,20 @@ def _build(
 
 
 def _needs_full(model: Model, delta: Delta) -> bool:
-    """An incremental model rebuilt whole: something it reads changed whole, or the latest day
-    moved on and its rows do not simply grow by the new days."""
-    return delta.full or (delta.new_days_after is not None and model.new_days is None)
+    """A table rebuilt whole: it changed and is not incremental, or something it reads changed
+    whole, or the latest day moved on and its rows do not simply grow by the new days."""
+    if not delta or model.kind == "view":
+        return False
+    return (
+        model.unique_key is None
+        or delta.full
+        or (delta.new_days_after is not None and model.new_days is None)
+    )
 
 
 def _create(con: duckdb.DuckDBPyConnection, model: Model) -> None:
-    kind = "view" if model.kind == "view" else "table"
     # on the same line as the model's first line, so that line numbers still match
-    con.execute(f"create or replace {kind} {model.relation} as {model.sql}")
+    con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
 
 
 def _latest_day(
