@@ -1,3 +1,4 @@
+-- local: project_id
 -- every key of a daily trend has one row per day from its first day to the latest day in the
 -- data, with no gaps: the rolling 7-day windows count rows, so a gap would stretch them
 with

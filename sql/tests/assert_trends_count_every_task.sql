@@ -1,3 +1,4 @@
+-- local: project_id
 -- every task (a row of marts.fct_failed_tasks, and of the model it is made of) is counted
 -- exactly once in each daily trend: a task dropped (say, for a NULL key) or counted twice would
 -- show here as a per-project difference

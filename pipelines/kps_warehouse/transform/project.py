@@ -45,6 +45,7 @@ Kind = Literal["view", "table"]
 Severity = Literal["error", "warn"]
 
 _SEVERITY_COMMENT = re.compile(r"^--\s*severity:\s*(\w+)\s*$", re.MULTILINE)
+_LOCAL_COMMENT = re.compile(rf"^--\s*local:\s*{PROJECT_KEY}\s*$", re.MULTILINE)
 _DUCKDB_LINE = re.compile(r"^LINE (\d+):")
 
 
@@ -75,7 +76,9 @@ class Model:
 @dataclass(frozen=True)
 class DataTest:
     """A query returning the rows that fail one expectation. A `local` test fails on a row for
-    what is in that row or in its project's rows only, so it can check a run's changes alone."""
+    what is in that row or in its project's rows only, so it can check a run's changes alone:
+    generic tests row by row, or of unique combinations that include the project, and queries
+    in sql/tests/ that say so in a `-- local: project_id` line."""
 
     name: str
     severity: Severity
@@ -224,7 +227,6 @@ def tables_in(tree: exp.Expression) -> tuple[set[str], list[str]]:
 
 def _declared_tests(models: list[Model], sql_dir: Path) -> list[DataTest]:
     relations = {model.name: model.relation for model in models}
-    keyed = {model.relation for model in models if model.unique_key}
     tests: list[DataTest] = []
     for path in _properties_files(sql_dir):
         where = label(path, sql_dir)
@@ -241,10 +243,7 @@ def _declared_tests(models: list[Model], sql_dir: Path) -> list[DataTest]:
             specs = [(spec, None) for spec in _tests_of(table, relation, where)]
             for column in table.get("columns", []):
                 specs += [(spec, column["name"]) for spec in _tests_of(column, relation, where)]
-            tests += [
-                _generic_test(spec, relation, column, where, relation in keyed)
-                for spec, column in specs
-            ]
+            tests += [_generic_test(spec, relation, column, where) for spec, column in specs]
     return tests
 
 
@@ -255,7 +254,7 @@ def _tests_of(entry: dict[str, Any], relation: str, where: str) -> list[Any]:
 
 
 def _generic_test(
-    spec: str | dict[str, Any], relation: str, column: str | None, where: str, keyed: bool
+    spec: str | dict[str, Any], relation: str, column: str | None, where: str
 ) -> DataTest:
     kind, arguments = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
     arguments = dict(arguments or {})
@@ -274,13 +273,9 @@ def _generic_test(
         raise ModelError(f"{where}: data test {kind} on {relation}: {error}") from error
     table = relation.split(".", 1)[1]
     name = "_".join(part for part in (kind, table, column) if part)
-    # row by row, or duplicates within a project: a run's changed rows are all it can break
-    local = keyed and (
-        kind in ("not_null", "accepted_values")
-        or (
-            kind == "unique_combination_of_columns"
-            and PROJECT_KEY in arguments["combination_of_columns"]
-        )
+    local = kind in ("not_null", "accepted_values") or (
+        kind == "unique_combination_of_columns"
+        and PROJECT_KEY in arguments["combination_of_columns"]
     )
     return DataTest(name=name, severity=severity, sql=sql, declared_in=where, local=local)
 
@@ -294,7 +289,13 @@ def _custom_tests(sql_dir: Path) -> list[DataTest]:
         if severity not in ("error", "warn"):
             raise ModelError(f"{label(path, sql_dir)}: severity is {severity!r}, not error|warn")
         tests.append(
-            DataTest(name=path.stem, severity=severity, sql=sql, declared_in=label(path, sql_dir))
+            DataTest(
+                name=path.stem,
+                severity=severity,
+                sql=sql,
+                declared_in=label(path, sql_dir),
+                local=_LOCAL_COMMENT.search(sql) is not None,
+            )
         )
     return tests
 

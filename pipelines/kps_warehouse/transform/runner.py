@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import sqlglot
+from sqlglot import exp
 
 from kps_warehouse.transform import changes
 from kps_warehouse.transform.changes import FULL, NONE, PROJECT_KEY, Delta
@@ -57,8 +58,6 @@ BUILDS_TABLE = "main.model_builds"
 PASSES_TABLE = "main.data_test_passes"
 # The one-row model of the latest day in the data, whose moves the `new_days` models follow.
 LATEST_DAY_MODEL = "intermediate.int_latest_day"
-# The projects each relation changed in this build, for the models and tests that read it.
-CHANGED_TABLE = "_changed_projects"
 
 
 class MissingSourceError(ModelError):
@@ -116,6 +115,7 @@ class Build:
     deltas: dict[str, Delta]
     contents: dict[str, str]
     new_days_columns: dict[str, str]
+    columns: dict[str, set[str]]
 
 
 def transform(
@@ -185,9 +185,6 @@ def _build(
             f"create table if not exists {BUILDS_TABLE}"
             " (relation varchar primary key, build_key varchar not null)"
         )
-        con.execute(
-            f"create or replace temp table {CHANGED_TABLE} (relation varchar, project_id varchar)"
-        )
         built = dict(con.execute(f"select relation, build_key from {BUILDS_TABLE}").fetchall())
         before = changes.stored_states(con)
         deltas: dict[str, Delta] = {}
@@ -199,7 +196,6 @@ def _build(
             )
             # a state that cannot be told is new every time: what reads it is never kept
             contents[source] = states[source].token() if states[source] else uuid.uuid4().hex
-            _record_projects(con, source, deltas[source])
         kept, updated = [], []
         for model in models:
             delta = changes.merged(deltas[table] for table in model.depends_on)
@@ -217,15 +213,12 @@ def _build(
                 elif not delta or model.kind == "view":
                     kept.append(model.relation)
                 else:
-                    _record_projects(con, model.relation, delta)
                     _update(con, model, delta, columns)
                     updated.append(model.relation)
             except duckdb.Error as error:
                 where = label(model.path, sql_dir)
                 raise ModelError(f"model {where} failed: {one_line(error)}") from error
             deltas[model.relation] = delta
-            if model.kind == "view":  # what reads it reads the changed projects through it
-                _record_projects(con, model.relation, delta)
             contents[model.relation] = _digest(
                 definitions[model.relation], model.depends_on, contents
             )
@@ -241,7 +234,7 @@ def _build(
         con.execute("rollback")
         raise
     new_days = {model.relation: model.new_days for model in models if model.new_days}
-    return Build(kept, updated, deltas, contents, new_days)
+    return Build(kept, updated, deltas, contents, new_days, columns)
 
 
 def _needs_full(model: Model, delta: Delta) -> bool:
@@ -300,7 +293,7 @@ def _update(
             )
         con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
     if delta.projects:
-        changed = _changed_in(model.relation)
+        changed = _changed_in(delta.projects)
         con.execute(
             f"delete from {model.relation} where {changed}",
         )
@@ -321,19 +314,11 @@ def _reading(con: duckdb.DuckDBPyConnection, model: Model, filters: Mapping[str,
     return sql
 
 
-def _changed_in(relation: str) -> str:
-    """A condition on the rows of the projects that changed in `relation`."""
-    return (
-        f"{PROJECT_KEY} in (select {PROJECT_KEY} from {CHANGED_TABLE}"
-        f" where relation = '{relation}')"
-    )
-
-
-def _record_projects(con: duckdb.DuckDBPyConnection, relation: str, delta: Delta) -> None:
-    if delta.projects:
-        con.execute(
-            f"insert into {CHANGED_TABLE} select ?, unnest(?)", [relation, sorted(delta.projects)]
-        )
+def _changed_in(projects: Iterable[str]) -> str:
+    """A condition on the rows of these projects. A list of constants, not a subquery, so that
+    DuckDB filters the rows as it scans them, even through views."""
+    listed = ", ".join(exp.convert(project).sql(dialect="duckdb") for project in sorted(projects))
+    return f"{PROJECT_KEY} in ({listed})"
 
 
 def _definitions(models: list[Model]) -> dict[str, str]:
@@ -424,15 +409,18 @@ def _run_tests(
 
 
 def _scope(con: duckdb.DuckDBPyConnection, test: DataTest, reads: set[str], build: Build) -> str:
-    """The test's SQL reading only the rows its inputs changed in, when they changed in part."""
+    """The local test's SQL reading, of every table with projects, only the rows of the projects
+    its inputs changed in and of the new days; the whole test when an input changed whole."""
+    deltas = [build.deltas.get(table, FULL) for table in reads]
+    if any(delta.full for delta in deltas):
+        return test.sql
+    projects = frozenset().union(*(delta.projects for delta in deltas))
     sql = test.sql
     for table in sorted(reads):
-        delta = build.deltas.get(table, FULL)
-        if delta.full:
-            return test.sql
-        conditions = []
-        if delta.projects:
-            conditions.append(_changed_in(table))
+        delta = build.deltas[table]
+        if PROJECT_KEY not in build.columns.get(table, ()):
+            continue  # read whole: it holds no project's rows (the latest day, say)
+        conditions = [_changed_in(projects)] if projects else []
         column = build.new_days_columns.get(table)
         if delta.new_days_after is not None and column:
             conditions.append(f"{column} > date '{delta.new_days_after.isoformat()}'")
