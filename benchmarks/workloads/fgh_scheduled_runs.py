@@ -105,12 +105,12 @@ def section_f(report: Report, first: Measured) -> None:
     )
     report.phases[f"F: {first.workload}"] = first.details.get("phases", {})
     report.targets += [
-        Target(
+        _within(
             f"F: a first run with the models within {MAX_F_VS_LOAD:g}x of A's load alone",
-            ""
-            if share is None
-            else f"{share:.2f}x ({first.seconds:.1f} s vs {report.a_seconds:.1f} s)",
-            None if share is None else share <= MAX_F_VS_LOAD,
+            share,
+            MAX_F_VS_LOAD,
+            first.seconds,
+            report.a_seconds,
         ),
         _peak_target("F", first),
     ]
@@ -127,12 +127,12 @@ def section_g(report: Report, unchanged: Measured, changed: Measured) -> None:
     ]
     report.g_seconds = None if changed.error else changed.seconds
     report.targets += [
-        Target(
+        _within(
             f"G: 1% of projects changed within {MAX_G_VS_UNCHANGED:g}x of nothing changed",
-            ""
-            if share is None
-            else f"{share:.2f}x ({changed.seconds:.2f} s vs {unchanged.seconds:.2f} s)",
-            None if share is None else share <= MAX_G_VS_UNCHANGED,
+            share,
+            MAX_G_VS_UNCHANGED,
+            changed.seconds,
+            unchanged.seconds,
         ),
         _peak_target("G", changed),
     ]
@@ -155,12 +155,12 @@ def section_h(report: Report, built: Measured, changed: Measured) -> None:
         ),
     ]
     report.targets.append(
-        Target(
+        _within(
             f"H: 1% changed at 4x the history within {MAX_H_VS_G:g}x of G",
-            ""
-            if share is None
-            else f"{share:.2f}x ({changed.seconds:.2f} s vs {report.g_seconds:.2f} s)",
-            None if share is None else share <= MAX_H_VS_G,
+            share,
+            MAX_H_VS_G,
+            changed.seconds,
+            report.g_seconds,
         )
     )
 
@@ -171,3 +171,10 @@ def _peak_target(section: str, run: Measured) -> Target:
         "" if run.peak_mb is None else f"{run.peak_mb:.0f} MB",
         None if run.peak_mb is None or run.error else run.peak_mb < MAX_RUN_PEAK_MB,
     )
+
+
+def _within(
+    name: str, share: float | None, limit: float, seconds: float | None, against: float | None
+) -> Target:
+    measured = "" if share is None else f"{share:.2f}x ({seconds:.2f} s vs {against:.2f} s)"
+    return Target(name, measured, None if share is None else share <= limit)
