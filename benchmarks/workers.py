@@ -48,6 +48,8 @@ def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
     failed = [f"{p.project_id}: {p.error}" for p in result.failed]
     if failed:
         return {"error": f"{len(failed)} projects failed, first: {failed[0]}"}
+    if result.transform_error:
+        return {"error": f"models failed: {result.transform_error}"}
     trace = _dlt_steps()
     with duckdb.connect(str(path), read_only=True) as con:
         table_rows, current = con.execute(

@@ -52,9 +52,6 @@ __all__ = [
 ]
 
 SAMPLE_ROWS = 5
-# DuckDB's default is 80% of the machine, and a full build at a million tasks took 1.3 GB of it;
-# within this it spills instead, and a run with its models stays under 800 MB.
-MODELS_MEMORY_LIMIT = "400MB"
 # What each model was last built as (its definition, see `_definitions`), and what the data
 # tests last passed on, kept beside the models they describe.
 BUILDS_TABLE = "main.model_builds"
@@ -145,7 +142,6 @@ def transform(
         con.execute("set enable_progress_bar = false")
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
-        con.execute(f"set memory_limit = '{MODELS_MEMORY_LIMIT}'")
         _check_sources(con, models)
         passes = _passes(con)
         build = _build(con, models, sql_dir, keep_unchanged)
