@@ -69,6 +69,24 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
+def text_columns_holding(warehouse: Path, text: str) -> list[str]:
+    """The warehouse's text columns, as schema.table.column, that hold `text` in any row."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        columns = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns"
+            " where data_type = 'VARCHAR'"
+        ).fetchall()
+        return [
+            f"{schema}.{table}.{column}"
+            for schema, table, column in columns
+            if con.execute(
+                f'select count(*) from "{schema}"."{table}" where "{column}" like ?',
+                [f"%{text}%"],
+            ).fetchone()
+            != (0,)
+        ]
+
+
 def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         con.execute("set TimeZone = 'UTC'")

@@ -67,7 +67,9 @@ def test_the_systemd_units_parse_and_the_service_command_works(simulator, config
     command = shlex.split(localised(service["Service"]["ExecStart"], tmp_path))
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert all(json.loads(line) for line in result.stdout.splitlines())
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["event"] for event in events] == ["project", "transform", "summary"]
+    assert (events[-1]["tasks_seen"], events[-1]["exit_code"]) == (12, 0)
 
 
 def test_the_airflow_dag_runs_the_same_commands_once_at_a_time():

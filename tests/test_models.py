@@ -15,6 +15,9 @@ import sqlglot
 import yaml
 from sqlglot.errors import ErrorLevel
 
+from kps_simulator import Simulator
+from kps_warehouse import load
+from kps_warehouse.ops import demo
 from kps_warehouse.transform.runner import (
     SQL_DIR,
     MissingSourceError,
@@ -24,25 +27,7 @@ from kps_warehouse.transform.runner import (
     transform,
 )
 
-RAW_TABLES = """
-create schema kps_raw;
-create table kps_raw.failed_tasks (
-    project_id varchar not null, region varchar not null, task_id varchar not null,
-    operate_type varchar, task_time varchar, failed_at timestamptz, task_error_code varchar,
-    task_error_msg varchar, server_name varchar, server_id varchar, keypair_name varchar,
-    extra_fields varchar, row_hash varchar, run_id varchar, _dlt_valid_from timestamptz,
-    _dlt_valid_to timestamptz
-);
-create table kps_raw.runs (
-    run_id varchar, project_id varchar, region varchar, started_at timestamptz,
-    finished_at timestamptz, status varchar, tasks_seen bigint, rejected bigint, error varchar,
-    complete boolean, note varchar, pages bigint, requests bigint
-);
-create table kps_raw.rejected_records (
-    resource varchar, project_id varchar, region varchar, reason varchar, payload varchar,
-    run_id varchar, rejected_at timestamptz, _dlt_load_id varchar
-);
-"""
+RAW_TABLES = ("failed_tasks", "runs", "rejected_records")
 
 
 def utc(text: str) -> datetime:
@@ -64,7 +49,8 @@ EPOCH = utc("1970-01-01 00:00")
 
 @dataclass
 class Raw:
-    """Rows of the loader's tables, by column name, written to a fresh DuckDB file by `write`."""
+    """Rows of the loader's tables, by column name, written to a fresh DuckDB file by `write`
+    into tables defined exactly as a real load defines them."""
 
     runs: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
@@ -78,7 +64,14 @@ class Raw:
                 "started_at": at,
                 "finished_at": at + timedelta(minutes=5),
                 "status": status,
+                "tasks_seen": 0,
+                "rejected": 0,
+                "error": None,
                 "complete": complete,
+                "note": None,
+                "pages": 1,
+                "requests": 1,
+                "_dlt_load_id": f"load-{at:%m%d}",
             }
         )
 
@@ -107,6 +100,7 @@ class Raw:
             "server_id": server[0],
             "server_name": server[1],
             "keypair_name": keypair,
+            "extra_fields": None,
         }
         self.versions.append(
             content
@@ -114,14 +108,26 @@ class Raw:
                 # like the loader's: equal content, equal hash, even across a return
                 "row_hash": "|".join(map(str, content.values())),
                 "run_id": RUN_IDS.get(valid[0], "r?"),
+                "_dlt_load_id": f"load-{valid[0]:%m%d}",
                 "_dlt_valid_from": valid[0],
                 "_dlt_valid_to": valid[1],
             }
         )
 
-    def write(self, path: Path) -> Path:
+    def write(self, path: Path, like: Path) -> Path:
+        """The rows in a new warehouse at `path`, its raw tables created as in `like`."""
         with duckdb.connect(str(path)) as con:
-            con.execute(RAW_TABLES)
+            con.execute(f"attach '{like}' as loaded (read_only)")
+            definitions = con.execute(
+                "select sql from duckdb_tables() where database_name = 'loaded'"
+                " and schema_name = 'kps_raw' and table_name in (select unnest($tables))",
+                {"tables": list(RAW_TABLES)},
+            ).fetchall()
+            assert len(definitions) == len(RAW_TABLES)
+            con.execute("detach loaded")
+            con.execute("create schema kps_raw")
+            for (definition,) in definitions:
+                con.execute(definition)
             for table, records in (("runs", self.runs), ("failed_tasks", self.versions)):
                 if records:
                     columns = ", ".join(records[0])
@@ -192,9 +198,23 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse a real run loaded (simulator, dlt, DuckDB), a reject included: the raw
+    tables of the scenarios are defined as it defines them, so they cannot drift apart."""
+    path = tmp_path_factory.mktemp("loaded") / "kps.duckdb"
+    with Simulator(seed=11) as sim:
+        project_id = sim.add_project(tasks=1)
+        task = sim.tasks(project_id)[0]
+        sim.add_tasks(project_id, [{**task, "task_id": "bad", "task_time": "soon"}])
+        result = load.run(path, transform=False, **demo.source_args(sim))
+    assert [(p.status, p.tasks_seen, p.rejected) for p in result.projects] == [("ok", 1, 1)]
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, loaded: Path) -> Built:
     """The scenario, transformed once for all tests that only read it."""
-    path = scenario().write(tmp_path_factory.mktemp("wh") / "kps.duckdb")
+    path = scenario().write(tmp_path_factory.mktemp("wh") / "kps.duckdb", loaded)
     return Built(path, transform(path))
 
 
@@ -457,11 +477,11 @@ def test_the_scenario_passes_every_data_test_and_warns_of_two_current_versions(
     assert warning.sample == [{"project_id": "p2", "task_id": "u1", "current_versions": 2}]
 
 
-def test_a_bad_row_fails_its_data_test_with_a_sample(tmp_path: Path) -> None:
+def test_a_bad_row_fails_its_data_test_with_a_sample(tmp_path: Path, loaded: Path) -> None:
     raw = scenario()
     raw.run("p1", utc("2026-02-07 12:00"), status="weird")
     raw.version("p1", "t11", utc("2026-02-02 06:00"), (R5, None), operation="FAILED_ROTATE")
-    result = transform(raw.write(tmp_path / "kps.duckdb"))
+    result = transform(raw.write(tmp_path / "kps.duckdb", loaded))
 
     [failed] = result.failed
     assert (failed.name, failed.severity, failed.failures) == (
@@ -598,12 +618,61 @@ def test_every_model_and_column_is_described_in_the_yaml_beside_it(built: Built)
         assert all(c.get("description") for c in doc["columns"]), model.name
 
 
-def test_every_query_in_the_sql_readme_runs(built: Built) -> None:
+# What each question of sql/README.md answers on the scenario, in the order they are asked.
+README_ANSWERS = [
+    [("p1", "kp-c", 5, 1, "up", 5), ("p1", "kp-a", 1, 2, "down", 0), ("p1", "kp-b", 1, 0, "up", 1)],
+    [
+        ("p1", "srv-4", "batch-01", 5, "kp-c"),
+        ("p1", "srv-1", "web-01b", 1, "kp-b"),
+        ("p1", "srv-1", "web-01", 1, "kp-a"),
+        ("p1", "srv-5", "batch-02", 1, "kp-c"),
+        ("p2", "srv-9", "api-01", 1, "kp-z"),
+    ],
+    [(D(f"2026-01-{day}"), "p1", "kp-c", 0, 1, 0, 0) for day in range(27, 32)]
+    + [
+        (D("2026-01-26"), "p1", "kp-c", 1, 1, 0, 1),
+        (D("2026-02-01"), "p1", "kp-c", 0, 1, 0, 0),
+        (D("2026-02-02"), "p1", "kp-c", 5, 5, 1, 1),
+    ],
+    [("p1", "KPS.009", 5, 0, 5), ("p1", "UNKNOWN", 1, 0, 1), ("p1", "KPS.002", 1, 0, 1)],
+    [
+        (D("2026-02-02"), "server", "p1", "batch-01", 5, 0.0, 5.0),
+        (D("2026-02-02"), "error_code", "p1", "KPS.009", 5, 0.0, 5.0),
+        (D("2026-02-02"), "keypair", "p1", "kp-c", 5, 0.08, 4.9),
+    ],
+    [("KPS.003", 1, 314.0, 314.0), ("UNKNOWN", 1, 60.0, 60.0)],
+    [("p1", "t3", "kp-b", "web-01b", "KPS.002", R2, 1, True)],
+    [("p3", "cn-north-4", 5, "ok", R5)],
+    [
+        ("p1", D("2026-01-19"), 7, 2, 0, 0.3),
+        ("p1", D("2026-01-26"), 7, 3, 2, 0.4),
+        ("p1", D("2026-02-02"), 1, 5, 3, 5.0),
+        ("p2", D("2026-01-05"), 7, 1, 0, 0.1),
+        ("p2", D("2026-01-12"), 7, 0, 1, 0.0),
+        ("p2", D("2026-01-19"), 7, 0, 0, 0.0),
+        ("p2", D("2026-01-26"), 7, 0, 0, 0.0),
+        ("p2", D("2026-02-02"), 1, 0, 0, 0.0),
+    ],
+    [
+        ("p1", "FAILED_RESET", 8, 7, 8, False),
+        ("p1", "FAILED_REPLACE", 1, 1, 1, False),
+        ("p1", "FAILED_UNBIND", 1, 0, 1, False),
+        ("p2", "FAILED_REPLACE", 1, 1, 1, False),
+    ],
+    [
+        ("t3", R2, R3, False, "KPS.002", "Update public key error", "web-01b"),
+        ("t3", R5, None, True, "KPS.002", "Update public key error", "web-01b"),
+    ],
+]
+
+
+def test_every_query_in_the_sql_readme_answers_its_question_on_the_scenario(built: Built) -> None:
     readme = (SQL_DIR / "README.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", readme, flags=re.DOTALL)
-    assert len(queries) >= 10
-    for query in queries:
-        assert rows(built.path, query), query
+    assert len(queries) == len(README_ANSWERS)
+    for number, (query, answer) in enumerate(zip(queries, README_ANSWERS, strict=True), 1):
+        # as sets of rows: where a query orders by a count, ties may come in any order
+        assert sorted(rows(built.path, query), key=repr) == sorted(answer, key=repr), number
 
 
 # --- helpers -------------------------------------------------------------------------------

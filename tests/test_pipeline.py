@@ -449,27 +449,3 @@ def test_a_warehouse_deleted_by_hand_is_loaded_again_in_full(
     assert run_cli("run", "--no-transform") == 0
 
     assert query(warehouse, "select count(*) from kps_raw.failed_tasks") == [(12,)]
-
-
-def test_every_row_names_the_dlt_load_that_brought_it(simulator, configure, warehouse):
-    project_id = simulator.add_project(tasks=5)
-    configure()
-    assert run_cli("run", "--no-transform") == 0
-    simulator.add_tasks(project_id, 2)
-    assert run_cli("run", "--no-transform") == 0
-
-    loads = [
-        row[0] for row in query(warehouse, "select load_id from kps_raw._dlt_loads order by 1")
-    ]
-    per_table = {
-        table: query(
-            warehouse,
-            f"select _dlt_load_id, count(*) from kps_raw.{table} group by 1 order by 1",
-        )
-        for table in ("failed_tasks", "runs")
-    }
-    first, second = loads
-    assert per_table == {
-        "failed_tasks": [(first, 5), (second, 2)],
-        "runs": [(first, 1), (second, 1)],
-    }

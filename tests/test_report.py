@@ -3,6 +3,8 @@ words instead of errors or empty axes when there is nothing to show."""
 
 from __future__ import annotations
 
+import base64
+import html as markup
 import json
 import os
 import re
@@ -16,14 +18,18 @@ import nbformat
 import pytest
 
 from kps_simulator import Simulator
+from kps_warehouse.ops.warehouse import Warehouse
 from kps_warehouse.report import notebook as report
 from kps_warehouse.report.notebook import ReportError, render
 
 from .conftest import FIXED_NOW_MS, query, run_cli
 
 CHARTS = 4  # failures per day, key pairs, servers, error code × key pair
-LOCALISED_SERVER = "测试服务器-07"  # no glyphs for it in matplotlib's own font
-IMAGE = re.compile(r'<img\b[^>]*\bsrc="data:image/png;base64,')
+# names in Chinese and Cyrillic: matplotlib's own fonts have no glyphs for the Chinese ones
+CHINESE = ("测试服务器-07", "密钥对-生产")  # server, key pair
+CYRILLIC = ("Сервер-тест-03", "ключ-тест")
+IMAGE = re.compile(r'<img\b[^>]*\bsrc="data:image/svg\+xml;base64,([^"]+)"')
+SVG_TEXT = re.compile(r"<text\b[^>]*>([^<]*)</text>")
 KPI = re.compile(r'<span\b[^>]*\bdata-kpi="(\w+)"[^>]*>([^<]*)<')
 
 
@@ -40,18 +46,19 @@ def _load(simulator: Simulator, warehouse: Path, monkeypatch: pytest.MonkeyPatch
     assert run_cli("run", "--log-format", "text") == 0
 
 
-def _failures_on_a_localised_server(n: int) -> list[dict]:
-    """n failed tasks, five hours apart before the simulator's clock, on one server."""
+def _failures_on_a_localised_server(n: int, names: tuple[str, str], k: int) -> list[dict]:
+    """n failed tasks, five hours apart before the simulator's clock, on server `k` named
+    `names[0]`, with key pair `names[1]`."""
     return [
         {
-            "task_id": str(uuid.UUID(int=i + 1)),
+            "task_id": str(uuid.UUID(int=k * 1000 + i + 1)),
             "operate_type": "FAILED_BIND",
-            "task_time": str(FIXED_NOW_MS - (i + 1) * 5 * 3_600_000),
+            "task_time": str(FIXED_NOW_MS - (i + 1) * 5 * 3_600_000 - k * 3_600_000),
             "task_error_code": "KPS.0004",
             "task_error_msg": "Response error",
-            "server_name": LOCALISED_SERVER,
-            "server_id": "0c1a1150-0000-4000-8000-000000000007",
-            "keypair_name": "release-0007",
+            "server_name": names[0],
+            "server_id": f"0c1a1150-0000-4000-8000-00000000000{k}",
+            "keypair_name": names[1],
         }
         for i in range(n)
     ]
@@ -60,7 +67,8 @@ def _failures_on_a_localised_server(n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A warehouse of two projects with months of failures, some cleared, one of them on a
-    server with a Chinese name, and a quiet project; and the id of the quiet one."""
+    server and key pair with Chinese names and one with Cyrillic names, and a quiet project;
+    and the id of the quiet one."""
     folder = tmp_path_factory.mktemp("report")
     warehouse = folder / "warehouse" / "kps.duckdb"
     with (
@@ -69,7 +77,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     ):
         monkeypatch.chdir(folder)
         busy = sim.add_project(tasks=700)
-        sim.add_tasks(busy, _failures_on_a_localised_server(40))
+        sim.add_tasks(busy, _failures_on_a_localised_server(40, CHINESE, 7))
+        sim.add_tasks(busy, _failures_on_a_localised_server(30, CYRILLIC, 3))
         sim.add_project(region="ap-southeast-1", tasks=400)
         quiet = sim.add_project(tasks=0)
         _load(sim, warehouse, monkeypatch)
@@ -91,6 +100,22 @@ def kpis(html: str) -> dict[str, str]:
     return dict(KPI.findall(html))
 
 
+def charts(html: str) -> list[str]:
+    """Each chart's SVG."""
+    return [base64.b64decode(data).decode("utf-8") for data in IMAGE.findall(html)]
+
+
+def chart(html: str, title: str) -> str:
+    """The one chart whose title starts with `title`."""
+    [svg] = [svg for svg in charts(html) if any(t.startswith(title) for t in texts(svg))]
+    return svg
+
+
+def texts(svg: str) -> list[str]:
+    """The texts of a chart that the browser draws, in order."""
+    return [markup.unescape(text).strip() for text in SVG_TEXT.findall(svg)]
+
+
 def _empty_marts(warehouse: Path) -> Path:
     """A warehouse file holding the marts the report needs, empty."""
     with duckdb.connect(str(warehouse)) as con:
@@ -109,16 +134,30 @@ def _notebook(folder: Path, source: str) -> Path:
     return path
 
 
-def test_every_chart_is_drawn_as_an_inline_png(html):
+def test_every_chart_is_drawn_as_an_inline_svg(html):
     assert len(IMAGE.findall(html)) == CHARTS
+    assert not re.search(r'<img\b[^>]*\bsrc="data:image/png', html)
     assert "Nothing to chart" not in html
+
+
+def test_chinese_and_cyrillic_names_are_text_the_browser_draws_in_every_chart(html):
+    servers = chart(html, "Servers with the most failures")
+    keypairs = chart(html, "Key pairs with the most failures")
+    grid = chart(html, "Failures by error code and key pair")
+
+    for svg, names in ((servers, 0), (keypairs, 1), (grid, 1)):
+        assert {CHINESE[names], CYRILLIC[names]} <= set(texts(svg))
+    for svg in charts(html):
+        # no text drawn here as outlines: neither DejaVu's glyphs nor Last Resort's boxes
+        assert "DejaVuSans-" not in svg
+        assert "LastResort" not in svg
 
 
 def test_the_html_shows_no_code(html):
     body = html[html.index("<body") :]
     assert "jp-InputArea-editor" not in body
     assert "<pre" not in body
-    for source in ("duckdb.connect", "plt.subplots", "select count(*)", "# Parameters"):
+    for source in ("connect(warehouse)", "plt.subplots", "select count(*)", "# Parameters"):
         assert source not in body
 
 
@@ -226,31 +265,15 @@ def test_the_notebook_runs_in_this_interpreter_and_its_kernel_stops(tmp_path):
         os.kill(int(pid), 0)
 
 
-def test_the_snapshot_is_taken_while_a_run_holds_the_warehouse(loaded, tmp_path):
+def test_the_report_reads_the_published_run_while_a_run_loads(loaded, html, tmp_path):
     warehouse, _ = loaded
-    with duckdb.connect(str(warehouse)) as writer:
-        # a second process could not open the file read-only now; the copy opens
-        writer.execute("select 1")
-        copy = report.take_snapshot(warehouse, tmp_path)
+    # a run holds the lock and writes its own copy; the published file stays readable
+    with Warehouse(warehouse).writing() as writer, duckdb.connect(str(writer)) as loading:
+        loading.execute("begin; delete from marts.fct_failed_tasks")
+        during = render(warehouse, tmp_path / "during.html").read_text()
+        loading.execute("rollback")
 
-    with duckdb.connect(str(copy), read_only=True) as con:
-        (tasks,) = con.execute("select count(*) from marts.fct_failed_tasks").fetchone()
-    assert tasks == query(warehouse, "select count(*) from marts.fct_failed_tasks")[0][0]
-
-
-def test_a_warehouse_that_keeps_changing_gives_up_saying_why(loaded, tmp_path, monkeypatch):
-    warehouse, _ = loaded
-    copy_file = report._copy
-
-    def copy_while_written(source: Path, target: Path) -> None:
-        copy_file(source, target)
-        os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1))
-
-    monkeypatch.setattr(report, "_copy", copy_while_written)
-    monkeypatch.setattr(report, "SNAPSHOT_WAIT_SECONDS", 0)
-
-    with pytest.raises(ReportError, match="changed while it was being copied"):
-        report.take_snapshot(warehouse, tmp_path)
+    assert kpis(during) == kpis(html)
 
 
 def test_parameters_are_injected_after_the_parameters_cell():

@@ -12,11 +12,17 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from kps_simulator import Simulator, generate_project_id, generate_tasks
+from kps_simulator.signature import expected_signature
+from kps_warehouse.source.auth import sign
+
+from .test_auth import AK, OFFICIAL, PROJECT, SK
 
 NOW_MS = 1_750_000_000_000
 TOKEN = "sim-token"
@@ -50,9 +56,10 @@ def call(
     token: str | None = TOKEN,
     method: str = "GET",
     body: dict | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     """One request with urllib; error statuses are answers too, not exceptions."""
-    headers = {"X-Auth-Token": token} if token else {}
+    headers = {**({"X-Auth-Token": token} if token else {}), **(headers or {})}
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(sim.url + path, data, headers, method=method)
     try:
@@ -562,6 +569,59 @@ def test_projects_are_listed_with_their_region_as_name(sim: Simulator) -> None:
         ]
     }
     assert error_of(call(sim, "/v3/auth/projects", token="wrong")) == (401, "APIGW.0301")
+
+
+# AK/SK signatures
+
+
+@pytest.mark.parametrize(("url", "now", "signature"), OFFICIAL)
+def test_the_gateways_signature_check_computes_what_the_official_sdk_signs(url, now, signature):
+    parts = urlsplit(url)
+    received = {
+        "host": parts.netloc,
+        "x-project-id": PROJECT,
+        "x-sdk-date": now.strftime("%Y%m%dT%H%M%SZ"),
+    }
+    signed = ("host", "x-project-id", "x-sdk-date")
+
+    assert expected_signature(SK, "GET", f"{parts.path}?{parts.query}", received, signed) == (
+        signature
+    )
+
+
+def signed_headers(sim: Simulator, path: str) -> dict[str, str]:
+    """Headers of a request to `path` signed now by the client's signer (sent with urllib,
+    which sends Host as it was signed)."""
+    headers = sign("GET", sim.url + path, {}, AK, SK, datetime.now(UTC))
+    return {name: value for name, value in headers.items() if name != "Host"}
+
+
+def test_a_signed_request_is_answered_and_one_whose_query_changed_is_refused(sim: Simulator):
+    project = sim.add_project(tasks=3)
+    sim.add_access_key(AK, SK)
+    path = f"/v3/{project}/failed-tasks?offset=0&limit=2"
+    headers = signed_headers(sim, path)
+
+    good = call(sim, path, token=None, headers=headers)
+    tampered = call(sim, path.replace("limit=2", "limit=3"), token=None, headers=headers)
+
+    assert good.status == 200 and len(good.json()["tasks"]) == 2
+    assert error_of(tampered) == (401, "APIGW.0301")
+    assert "verify aksk signature fail" in tampered.json()["error_msg"]
+
+
+def test_five_failed_signatures_in_a_row_lock_the_access_key(sim: Simulator):
+    project = sim.add_project(tasks=3)
+    sim.add_access_key(AK, SK)
+    path = f"/v3/{project}/failed-tasks"
+    wrong = {**signed_headers(sim, path), "X-Sdk-Date": "20200101T000000Z"}  # too old
+
+    failures = [error_of(call(sim, path, token=None, headers=wrong)) for _ in range(5)]
+    locked = call(sim, path, token=None, headers=signed_headers(sim, path))
+
+    assert failures == [(401, "APIGW.0301")] * 5
+    assert error_of(locked) == (401, "APIGW.0301")
+    assert "locked" in locked.json()["error_msg"]
 
 
 # observability and lifecycle

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 import dlt
 import duckdb
 from dlt.common.configuration.exceptions import ConfigurationException
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from kps_warehouse import dlt_adapter
+from kps_warehouse.crash_points import crash_point
 from kps_warehouse.ops.warehouse import Warehouse
 from kps_warehouse.source import kps, new_run_id
 from kps_warehouse.source.client import ConfigError
@@ -111,11 +111,10 @@ def load_connection(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         str(database),
         config={
             # Row order means nothing in these tables; without it DuckDB writes a load's rows
-            # on every core, and loading a million rows takes a third less time.
+            # on every core.
             "preserve_insertion_order": False,
-            # DuckDB's default is 80% of the machine; a load spills past this instead. At a
-            # million rows 256 MB loads as fast as 512 MB did; at four million the run's peak
-            # was 744 MB against 907 MB.
+            # DuckDB's default is 80% of the machine; a load spills past this instead, and a
+            # larger limit loaded no faster (benchmarks/HISTORY.md).
             "memory_limit": LOAD_MEMORY_LIMIT,
         },
     )
@@ -130,9 +129,10 @@ def make_pipeline(warehouse: Warehouse, connection: duckdb.DuckDBPyConnection) -
     apply_dlt_defaults()
     return dlt.pipeline(
         pipeline_name=pipeline_name(warehouse.path),
-        destination=dlt.destinations.duckdb(DuckDbCredentials(connection)),
+        destination=dlt_adapter.duckdb_destination(connection),
         dataset_name=DATASET,
         pipelines_dir=str(pipelines_dir(warehouse.path)),
+        progress=dlt_adapter.CrashPointCollector(),
     )
 
 
@@ -146,12 +146,19 @@ def drop_warehouse(path: Path) -> None:
 
 def drop_dlt_state(path: Path) -> None:
     """Deletes dlt's working folder of this warehouse (state, pending packages, traces)."""
-    shutil.rmtree(pipelines_dir(path) / pipeline_name(path), ignore_errors=True)
+    dlt_adapter.drop_working_folder(pipelines_dir(path), pipeline_name(path))
 
 
-def run(warehouse: Path | None = None, *, transform: bool = True, **source_args: Any) -> RunResult:
+def run(
+    warehouse: Path | None = None,
+    *,
+    transform: bool = True,
+    before_publish: Callable[[Path, RunResult], None] | None = None,
+    **source_args: Any,
+) -> RunResult:
     """Extracts every configured project, loads it, builds the models, publishes the warehouse.
 
+    `before_publish` runs last in the writer copy, under the lock (the alerts step).
     `source_args` override configuration (the demo passes the simulator's endpoint this way).
     Raises ConfigError for settings that cannot work and RunError when nothing could be loaded.
     """
@@ -173,11 +180,15 @@ def run(warehouse: Path | None = None, *, transform: bool = True, **source_args:
                     pipeline.run(source, loader_file_format="parquet")
                 except PipelineStepFailed as exc:
                     raise RunError(f"{exc.step} step failed: {root_cause(exc)}") from exc
-            drop_load_leftovers(connection)
+            dlt_adapter.drop_load_leftovers(connection, DATASET)
         result = RunResult(run_id, target.path, read_outcomes(writer, run_id))
         if transform:
             with clock("transform"):
                 build_models(writer, result, keep_unchanged=True)
+        if before_publish:
+            with clock("alerts"):
+                before_publish(writer, result)
+        crash_point("before-publish")
         clock.start("publish")
     clock.stop()
     result.seconds = clock.seconds
@@ -189,8 +200,7 @@ def old_objects_frozen() -> Iterator[None]:
     """Leaves what was alive before the run out of garbage collection while it lasts.
 
     That is mostly what the imports built (dlt, pyarrow, DuckDB): objects that live as long as
-    the process, yet every full collection walked them all. A first run of 500 projects spent
-    0.15 s of 2.6 s collecting, 0.04 s with them frozen. They are unfrozen after, so garbage
+    the process, yet every full collection walks them all. They are unfrozen after, so garbage
     among them is collected later, and a process making many runs keeps nothing extra.
     """
     gc.freeze()
@@ -272,67 +282,9 @@ def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = Fa
 def finish_pending_load(pipeline: dlt.Pipeline, connection: duckdb.DuckDBPyConnection) -> None:
     """Loads what a killed run extracted but did not load, before this run extracts anew."""
     try:
-        pending = [*pipeline.list_extracted_load_packages()]
-        if pending:
-            pipeline.normalize()  # the arrow rows were written as parquet at extract
-        pending += pipeline.list_normalized_load_packages()
-        if pending:
-            pipeline.load()
-            drop_doubled_rows(connection, pending)
+        dlt_adapter.finish_pending_load(pipeline, connection, DATASET)
     except PipelineStepFailed as exc:
         raise RunError(f"finishing the previous run's load failed: {root_cause(exc)}") from exc
-
-
-# What makes a row unique in each table a resumed load can double.
-ROW_KEYS = {
-    "failed_tasks": "project_id, task_id, row_hash, _dlt_valid_from",
-    "runs": "run_id, project_id",
-    "rejected_records": "run_id, project_id, reject_number",
-}
-
-
-def drop_doubled_rows(connection: duckdb.DuckDBPyConnection, load_ids: list[str]) -> None:
-    """A resumed load runs again the job a kill interrupted, but DuckDB may have committed that
-    job's rows already: they then arrive twice (in the staging table, and so in the merge).
-    A version of a task, a project's row of a run, or a reject exists once; extra copies among
-    the rows of the resumed `load_ids` are deleted, and no other row is looked at."""
-    for table, key in ROW_KEYS.items():
-        connection.execute(
-            f"""
-            delete from {DATASET}.{table} where rowid in (
-                select rowid from (
-                    select rowid, row_number() over (partition by {key} order by rowid) as copy
-                    from {DATASET}.{table}
-                    where _dlt_load_id in (select unnest($load_ids))
-                ) where copy > 1
-            )
-            """,
-            {"load_ids": load_ids},
-        )
-
-
-def drop_load_leftovers(connection: duckdb.DuckDBPyConnection) -> None:
-    """What a load leaves behind that nothing reads again.
-
-    - The staging copy of the rows, which the merge has used: dlt empties it only at the next
-      load; emptied now, it is not written into the file when the connection closes.
-    - Older versions of dlt's pipeline state. dlt stores the state anew whenever it changed
-      (about 100 KB at 1,000 projects, most of it page digests) and keeps every version, but
-      restores only the newest one of a completed load: a run every 5 minutes that sees a
-      change would add 30 MB a day.
-    """
-    connection.execute(f"truncate {DATASET}_staging.failed_tasks")
-    connection.execute(
-        f"""
-        delete from {DATASET}._dlt_pipeline_state
-        where _dlt_load_id < (
-            select max(state._dlt_load_id)
-            from {DATASET}._dlt_pipeline_state as state
-            inner join {DATASET}._dlt_loads as loads on loads.load_id = state._dlt_load_id
-            where loads.status = 0
-        )
-        """
-    )
 
 
 def read_outcomes(database: Path, run_id: str) -> list[ProjectOutcome]:
@@ -402,10 +354,10 @@ def root_cause(exc: BaseException) -> str:
 # dlt settings this project relies on, unless the operator set them otherwise.
 DLT_DEFAULTS = {
     "RUNTIME__DLTHUB_TELEMETRY": "false",
-    # dlt keeps every loaded file by default: a million tasks left 100 MB in .dlt/ per run.
+    # dlt keeps every loaded file by default: .dlt/ would grow by the size of every load.
     "LOAD__DELETE_COMPLETED_JOBS": "true",
-    # The extracted parquet files live only until the load, on this machine: compressing them
-    # took a third of the extract step (0.45 s of 1.3 s at a million rows) and saved no time.
+    # The extracted parquet files live only until the load, on the same machine: compressing
+    # them costs a large share of the extract step and saves nothing.
     "DATA_WRITER__COMPRESSION": "none",
 }
 

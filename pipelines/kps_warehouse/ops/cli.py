@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="execute the notebook report read-only and write HTML"
     )
     report.add_argument("--out", type=Path, help="HTML file (default warehouse/report.html)")
-    report.add_argument("--days", type=_positive_int, help="report period in days (default 30)")
+    report.add_argument(
+        "--days", type=_positive_int, help="the last N UTC days up to the latest failure (30)"
+    )
     report.add_argument(
         "--project", action="append", dest="projects", metavar="ID", help="limit to a project"
     )
@@ -102,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--projects", type=_positive_int, default=3, help="projects (3)")
     simulate.add_argument("--tasks", type=int, default=1200, help="tasks per project (1200)")
     simulate.add_argument("--token", default="sim-token", help="accepted X-Auth-Token")
+    simulate.add_argument("--user-name", default="sim-user", help="IAM user (sim-user)")
+    simulate.add_argument("--password", default="sim-password", help="its password")
+    simulate.add_argument("--domain-name", default="sim-domain", help="its domain (sim-domain)")
+    simulate.add_argument("--access-key", default="SIMULATORACCESSKEY", help="accepted AK")
+    simulate.add_argument("--secret-key", default="sim-secret-key", help="its SK")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="delay per request")
     simulate.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of 429s")
     simulate.add_argument("--error-rate", type=_rate, default=0.0, help="share of 500s")
@@ -110,6 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--malformed-rate", type=_rate, default=0.0, help="bad records share")
     simulate.add_argument(
         "--gzip", action="store_true", help="compress answers for clients that accept gzip"
+    )
+
+    alerts = commands.add_parser(
+        "alerts", help="the alert events found and their deliveries, pending first"
+    )
+    alerts.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the payloads the next run would send (URLs redacted); send and mark nothing",
+    )
+    alerts.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="list at most N deliveries (50)",
+    )
+    alerts.add_argument(
+        "--log-format", choices=("text", "json"), help="json: one JSON object per line"
     )
 
     status = commands.add_parser(
@@ -185,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
         "simulate": cmd_simulate,
         "status": cmd_status,
+        "alerts": cmd_alerts,
     }
     try:
         return handlers[args.command](args, out)
@@ -213,8 +240,11 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else ""
 
 
-def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
-    from kps_warehouse import load
+def cmd_run(
+    args: argparse.Namespace, out: Output, *, notify: bool = True, **source_args: Any
+) -> int:
+    """`notify=False` leaves the alerts out (the demo's simulated failures are nobody's)."""
+    from kps_warehouse import alerts, load
 
     started = time.monotonic()
     if getattr(args, "projects", None):
@@ -239,8 +269,13 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
         if not confirm_full_refresh(args, out):
             return USAGE
         load.drop_warehouse(warehouse or load.warehouse_path())
+    config = alerts.settings() if notify else None
+    notifier = alerts.Notifier(config) if config else None
     result = load.run(
-        warehouse=warehouse, transform=not getattr(args, "no_transform", False), **source_args
+        warehouse=warehouse,
+        transform=not getattr(args, "no_transform", False),
+        before_publish=notifier,
+        **source_args,
     )
     progress.done()
     for p in result.projects:
@@ -257,6 +292,7 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
             region=p.region,
         )
     print_transform(result, out)
+    alert_counts = print_alerts(notifier.outcome if notifier else None, out)
     totals = {
         key: sum(getattr(p, key) for p in result.projects)
         for key in ("tasks_seen", "new_versions", "cleared", "rejected")
@@ -278,6 +314,7 @@ def cmd_run(args: argparse.Namespace, out: Output, **source_args: Any) -> int:
         phase_seconds=result.seconds,
         warehouse=str(result.warehouse),
         exit_code=result.exit_code,
+        **({"alerts": alert_counts} if alert_counts else {}),
     )
     return result.exit_code
 
@@ -376,6 +413,22 @@ def print_transform(result: Any, out: Output) -> None:
     )
 
 
+def print_alerts(outcome: Any, out: Output) -> dict[str, int] | None:
+    """The alerts step in one line; its counts go into the run's summary too."""
+    if outcome is None:
+        return None
+    if outcome.error:
+        out.error(f"{outcome.error} (the run's data and exit code are unaffected)")
+    counts = outcome.counts()
+    out.event(
+        "alerts",
+        f"alerts: {counts['found']} new events found; {counts['sent']} sent,"
+        f" {counts['failed']} failed, {counts['pending']} pending",
+        **counts,
+    )
+    return counts
+
+
 def cmd_transform(args: argparse.Namespace, out: Output) -> int:
     from kps_warehouse import load
 
@@ -405,9 +458,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     with demo.simulator() as sim:
         out.event("demo", f"simulator on {sim.url} with {len(sim.projects())} projects")
         source_args = demo.source_args(sim)
-        code = cmd_run(args, out, warehouse=warehouse, **source_args)
+        code = cmd_run(args, out, notify=False, warehouse=warehouse, **source_args)
         demo.change_the_api(sim)
-        code = max(code, cmd_run(args, out, warehouse=warehouse, **source_args))
+        code = max(code, cmd_run(args, out, notify=False, warehouse=warehouse, **source_args))
     if code not in (OK, PARTIAL):
         return code
     from kps_warehouse import report
@@ -436,14 +489,38 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
         malformed_rate=args.malformed_rate,
         gzip=args.gzip,
     )
-    sim.start(args.port)
+    sim.add_iam_user(args.user_name, args.password, args.domain_name)
+    sim.add_access_key(args.access_key, args.secret_key)
+    try:
+        sim.start(args.port)
+    except (OSError, OverflowError) as exc:  # in use, not ours to take, or not a port at all
+        why = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+        out.error(f"simulate: cannot serve on 127.0.0.1:{args.port}: {why}; choose another --port")
+        return USAGE
     by_region: dict[str, list[str]] = {}
     for project_id, region in sim.projects().items():
         by_region.setdefault(region, []).append(project_id)
+    # the simulator's own made-up credentials, printed so that each kind can be tried
+    settings = {
+        "": {"ENDPOINT": sim.endpoint, "PROJECTS": json.dumps(by_region)},
+        "and a token": {"CREDENTIALS__AUTH_TOKEN": args.token},
+        "or an IAM user's password (unset the token)": {
+            "CREDENTIALS__IAM_ENDPOINT": sim.url,
+            "CREDENTIALS__USER_NAME": args.user_name,
+            "CREDENTIALS__PASSWORD": args.password,
+            "CREDENTIALS__DOMAIN_NAME": args.domain_name,
+        },
+        "or AK/SK (unset the token and the password)": {
+            "CREDENTIALS__ACCESS_KEY": args.access_key,
+            "CREDENTIALS__SECRET_KEY": args.secret_key,
+        },
+    }
     out.event("simulate", f"KPS simulator on {sim.url} (Ctrl-C stops it). Point a run at it:")
-    out.event("simulate", f"  export SOURCES__KPS__ENDPOINT='{sim.endpoint}'")
-    out.event("simulate", f"  export SOURCES__KPS__PROJECTS='{json.dumps(by_region)}'")
-    out.event("simulate", f"  export SOURCES__KPS__CREDENTIALS__AUTH_TOKEN='{args.token}'")
+    for heading, variables in settings.items():
+        if heading:
+            out.event("simulate", heading + ":")
+        for name, value in variables.items():
+            out.event("simulate", f"  export SOURCES__KPS__{name}='{value}'")
     try:
         while True:
             time.sleep(3600)
@@ -469,6 +546,57 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             age_seconds=None if age == float("inf") else round(age),
         )
         return FAILED
+    return OK
+
+
+def cmd_alerts(args: argparse.Namespace, out: Output) -> int:
+    from kps_warehouse import alerts
+    from kps_warehouse.load import warehouse_path
+
+    warehouse = warehouse_path()
+    if args.dry_run:
+        config = alerts.settings()
+        if config is None:
+            out.error("configuration: no receivers in kps_warehouse.alerts.receivers")
+            return USAGE
+        planned = alerts.preview(warehouse, config)
+        for receiver, message in planned:
+            out.event(
+                "alert_payload",
+                f"{receiver.id} ({receiver.format}): POST <url redacted>,"
+                f" {len(message.keys)} events{' (signed when sent)' if receiver.secret else ''}\n"
+                + json.dumps(message.body, indent=2, ensure_ascii=False),
+                receiver=receiver.id,
+                format=receiver.format,
+                keys=list(message.keys),
+                body=message.body,
+            )
+        out.event(
+            "alerts",
+            f"dry run: {len(planned)} messages would be sent; nothing sent or marked",
+            dry_run=True,
+            messages=len(planned),
+        )
+        return OK
+    rows = alerts.listing(warehouse, args.limit)
+    for row in rows:
+        tried = f"  ({row['attempts']} attempts: {row['last_error']})" if row["last_error"] else ""
+        out.event(
+            "alert",
+            f"{row['status']:8} {row['receiver'] or '-':16} {row['key']}{tried}\n"
+            f"{'':8} {row['summary']}",
+            **row,
+        )
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+    out.event(
+        "alerts",
+        f"{len(rows)} deliveries listed" + (f": {tally}" if tally else "") + f" ({warehouse})",
+        listed=len(rows),
+        **by_status,
+    )
     return OK
 
 

@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from kps_simulator import Simulator
+from kps_warehouse.connection import connect
 from kps_warehouse.source import KpsCredentials
 
 SEED = 2026
@@ -56,26 +55,27 @@ def change_the_api(sim: Simulator) -> None:
 
 
 def summary(warehouse: Path, top: int = 5) -> list[str]:
-    """Top key pairs, servers and error codes of the last 30 days, as lines to print."""
+    """Top key pairs, servers and error codes of the last 30 days, as lines to print: read from
+    `marts.failure_hotspots`, whose 30 days are the report's (ending on the latest day in the
+    data)."""
     lines: list[str] = []
-    queries = {
-        "key pairs": "keypair_name",
-        "servers": "server_name",
-        "error codes": "coalesce(error_code, 'UNKNOWN')",
-    }
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        for title, key in queries.items():
+    dimensions = {"key pairs": "keypair", "servers": "server", "error codes": "error_code"}
+    with connect(warehouse) as con:
+        (latest,) = con.execute("select max(failed_day) from marts.fct_failed_tasks").fetchone()
+        for title, dimension in dimensions.items():
             rows = con.execute(
-                f"""
-                select {key} as name, count(*) as failures, count(*) filter (where is_open) as open
-                from marts.fct_failed_tasks
-                where failed_at >= (select max(failed_at) from marts.fct_failed_tasks)
-                    - interval 30 day
-                group by 1 order by failures desc, name limit {top}
                 """
+                select key_label, sum(failures) as failures, sum(open_tasks) as open_tasks
+                from marts.failure_hotspots
+                where dimension = ? and window_days = 30
+                group by key_label
+                order by failures desc, key_label
+                limit ?
+                """,
+                [dimension, top],
             ).fetchall()
             lines.append(
-                f"top {title} (last 30 days): "
+                f"top {title} (30 days to {latest}): "
                 + ", ".join(f"{name} {failures} ({open_} open)" for name, failures, open_ in rows)
             )
     return lines

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import duckdb
 
+from kps_warehouse.crash_points import crash_point
+
 
 class WarehouseBusy(Exception):
     """Another run holds the warehouse; `str()` says which and for how long we waited."""
@@ -59,6 +61,7 @@ class Warehouse:
             con.execute("checkpoint")
         staged = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         shutil.copyfile(self.writer, staged)
+        crash_point("mid-publish")
         staged.replace(self.path)
 
     def drop(self) -> None:

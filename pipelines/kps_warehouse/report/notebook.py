@@ -1,15 +1,9 @@
-"""Execute the notebook report on a snapshot of the warehouse and write it as one HTML file.
+"""Execute the notebook report over the published warehouse and write it as one HTML file.
 
-Why a snapshot: DuckDB lets one process write a file, and while a writer holds it a read-only
-open fails ("Could not set lock on file"); a reader holding it in turn makes the next
-`kps-warehouse run` fail before it extracts anything. So the report never opens the warehouse
-itself: it copies the file (and its write-ahead log, if there is one) to a temporary folder and
-reads the copy. A copy is consistent when no write is in progress while it is taken, so the
-file's size and modification time are compared before and after copying, the copy must open and
-hold the marts, and otherwise it is taken again after a short wait, a few times, before the
-report gives up and says why. (A run that publishes a new file by renaming it over the old one
-is safe too: a copy already under way keeps reading the old file, and the changed stamps make
-the next attempt copy the new one.)
+The notebook reads the published file read-only with `kps_warehouse.connect`, as any analyst
+does: runs never write that file in place (they load a writer copy and rename it over the
+published one, see `ops/warehouse.py`), so a report made while a run loads or publishes reads
+one whole run, the newest when it opened, and never blocks the run.
 
 The notebook runs in a kernel started from this very interpreter (a kernel spec written to the
 temporary folder), so a `python3` kernel registered elsewhere on the machine cannot pick another
@@ -19,13 +13,10 @@ cell after the one tagged `parameters`. The HTML holds the notebook's outputs on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,12 +30,12 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
+from kps_warehouse.connection import connect
+
 # `notebooks/` ships in the wheel as this package's data (see pyproject.toml).
 NOTEBOOK = Path(str(resources.files("kps_warehouse.notebooks"))) / "failure_report.ipynb"
 DEFAULT_DAYS = 30
 REQUIRED_MARTS = ("dim_projects", "fct_failed_tasks", "failure_trend_error_code", "failure_spikes")
-SNAPSHOT_ATTEMPTS = 5
-SNAPSHOT_WAIT_SECONDS = 0.5
 CELL_TIMEOUT_SECONDS = 300
 KERNEL_NAME = "kps-report-python"
 TITLE = "Failed key-pair tasks"
@@ -76,58 +67,47 @@ def render(
     projects: list[str] | None = None,
     notebook: Path = NOTEBOOK,
 ) -> Path:
-    """Run the report notebook on a snapshot of `warehouse` and write it to `out` as HTML."""
+    """Run the report notebook on `warehouse` and write it to `out` as HTML."""
     if days is not None and days < 1:
         raise ValueError(f"days must be at least 1, not {days}")
-    warehouse = Path(warehouse)
+    warehouse = Path(warehouse).absolute()
     out = Path(out)
+    check_marts(warehouse)
     with tempfile.TemporaryDirectory(prefix="kps-report-") as folder:
-        work = Path(folder)
-        snapshot = take_snapshot(warehouse, work / "snapshot")
         parameters = {
-            "warehouse": str(snapshot),
+            "warehouse": str(warehouse),
             "projects": list(projects or []),
             "days": days or DEFAULT_DAYS,
         }
-        executed = execute(notebook, parameters, work)
+        executed = execute(notebook, parameters, Path(folder))
     html = to_html(executed)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     return out
 
 
-def take_snapshot(warehouse: Path, folder: Path) -> Path:
-    """A consistent copy of the warehouse in `folder` that holds the marts the report reads."""
+def check_marts(warehouse: Path) -> None:
+    """Raises ReportError unless `warehouse` opens read-only and holds the marts the report
+    reads."""
     if not warehouse.is_file():
         raise ReportError(f"no warehouse at {warehouse}: run `kps-warehouse run` first")
-    folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / warehouse.name
-    why = ""
-    for attempt in range(SNAPSHOT_ATTEMPTS):
-        if attempt:
-            time.sleep(SNAPSHOT_WAIT_SECONDS)
-        before = _stamp(warehouse)
-        _copy(warehouse, copy)
-        if _stamp(warehouse) != before:
-            why = (
-                "it changed while it was being copied, so a run is probably writing to it: "
-                "try again when the run has finished"
-            )
-            continue
-        try:
-            missing = _missing_marts(copy)
-        except duckdb.Error as error:
-            why = f"the copy would not open: {_one_line(str(error))}"
-            continue
-        if missing:
-            raise ReportError(
-                f"warehouse {warehouse} has no marts ({', '.join(missing)} missing): "
-                "run `kps-warehouse run` first"
-            )
-        return copy
-    raise ReportError(
-        f"no consistent snapshot of {warehouse} in {SNAPSHOT_ATTEMPTS} attempts: {why}"
-    )
+    try:
+        with connect(warehouse) as con:
+            present = {
+                name
+                for (name,) in con.execute(
+                    "select table_name from information_schema.tables "
+                    "where table_catalog = current_database() and table_schema = 'marts'"
+                ).fetchall()
+            }
+    except duckdb.Error as error:
+        raise ReportError(f"cannot read warehouse {warehouse}: {_one_line(str(error))}") from error
+    missing = [f"marts.{name}" for name in REQUIRED_MARTS if name not in present]
+    if missing:
+        raise ReportError(
+            f"warehouse {warehouse} has no marts ({', '.join(missing)} missing): "
+            "run `kps-warehouse run` first"
+        )
 
 
 def execute(notebook: Path, parameters: dict[str, Any], folder: Path) -> nbformat.NotebookNode:
@@ -212,44 +192,6 @@ def _kernel_environment() -> dict[str, str]:
     # ipykernel's debugger otherwise warns about frozen modules on every start
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     return env
-
-
-def _stamp(warehouse: Path) -> tuple[tuple[int, int] | None, ...]:
-    def stamp(path: Path) -> tuple[int, int] | None:
-        try:
-            status = path.stat()
-        except FileNotFoundError:
-            return None
-        return status.st_size, status.st_mtime_ns
-
-    return stamp(warehouse), stamp(_wal(warehouse))
-
-
-def _copy(warehouse: Path, copy: Path) -> None:
-    shutil.copyfile(warehouse, copy)
-    _wal(copy).unlink(missing_ok=True)
-    # committed changes not yet checkpointed live in the log; DuckDB replays it on open
-    if _wal(warehouse).exists():
-        # checkpointed meanwhile, the log gone: the stamps will tell
-        with contextlib.suppress(FileNotFoundError):
-            shutil.copyfile(_wal(warehouse), _wal(copy))
-
-
-def _wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
-
-
-def _missing_marts(copy: Path) -> list[str]:
-    # opened for writing: it is our own copy, and this folds the log in once for the notebook
-    with duckdb.connect(str(copy)) as con:
-        present = {
-            name
-            for (name,) in con.execute(
-                "select table_name from information_schema.tables where table_schema = 'marts'"
-            ).fetchall()
-        }
-        con.execute("checkpoint")
-    return [f"marts.{name}" for name in REQUIRED_MARTS if name not in present]
 
 
 def _failed_cell(nb: nbformat.NotebookNode) -> str:

@@ -13,11 +13,11 @@ import dlt
 import pyarrow as pa
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
-from dlt.common.exceptions import PipelineStateNotAvailable
-from dlt.common.pipeline import current_pipeline
-from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
+
+from kps_warehouse.crash_points import crash_point
+from kps_warehouse.dlt_adapter import scd2_history, source_state, with_load_id, working_dir
 
 from .auth import DEFAULT_IAM_ENDPOINT, AkSkAuth, Auth, PasswordAuth, TokenAuth
 from .client import ConfigError, KpsClient, PageMark, Project, ProjectRead, require_https
@@ -32,7 +32,6 @@ from .settings import (
 )
 from .spill import TaskSpill
 
-LOAD_ID_COLUMN = pa.field("_dlt_load_id", pa.string(), nullable=False)
 # The fingerprint of a project that lists nothing.
 EMPTY = "d41d8cd98f00b204e9800998ecf8427e"
 
@@ -147,6 +146,7 @@ def read_all(
         reads[read.project] = read
         if read.ok and not read.unchanged:
             spill.add(read.batch)
+            crash_point("mid-extract")
     spill.flush()
     return [reads[p] for p in projects]
 
@@ -218,9 +218,8 @@ def last_state() -> dict[str, dict]:
 
     No pipeline (a dry run) means no state, and then nothing is skipped.
     """
-    try:
-        state = dlt.current.source_state()
-    except PipelineStateNotAvailable:
+    state = source_state()
+    if state is None:
         return {}
     return {key: dict(state.get(key, {})) for key in ("fingerprints", "pages")}
 
@@ -229,8 +228,8 @@ def spill_directory() -> Path | None:
     """Where the rows wait for the load: in the pipeline's working folder, on the disk beside
     dlt's own files (a system temp folder may be memory). Without a pipeline (a dry run) they
     wait in memory."""
-    pipeline = current_pipeline()
-    return Path(pipeline.working_dir) / "spilled_tasks" if pipeline else None
+    folder = working_dir()
+    return folder / "spilled_tasks" if folder else None
 
 
 def new_run_id() -> str:
@@ -250,22 +249,11 @@ def failed_tasks(
     Records the fingerprints `listed`, and the `pages` each read saw, in the source state as
     the data is extracted, so that they land with it."""
     changed = sorted(listed.keys() - unchanged)
-    scope = (
-        "{table}.project_id in (" + ", ".join(f"'{pid}'" for pid in changed) + ")"
-        if changed
-        else "1 = 0"
-    )
 
     @dlt.resource(
         name="failed_tasks",
         columns=arrow_columns(FAILED_TASKS_SCHEMA),
-        write_disposition={
-            "disposition": "merge",
-            "strategy": "scd2",
-            "destination_scope": scope,
-            "boundary_timestamp": started_at,
-            "row_version_column_name": "row_hash",
-        },
+        write_disposition=scd2_history(changed, started_at, "row_hash"),
     )
     def _failed_tasks() -> Iterator[pa.Table]:
         state = dlt.current.source_state()
@@ -349,17 +337,6 @@ def runs(reads: Sequence[ProjectRead], run_id: str, started_at: datetime) -> Dlt
         yield with_load_id(pa.Table.from_pylist(rows, RUNS_SCHEMA))
 
     return _runs()
-
-
-def with_load_id(table: pa.Table) -> pa.Table:
-    """The rows with dlt's `_dlt_load_id`, as dict rows get it. Added here, as the rows are
-    extracted, because dlt's normalizer would rewrite every file to add it. Without a load
-    (a dry run) the rows go as they are."""
-    try:
-        load_id = dlt.current.load_package_state()["load_id"]
-    except CurrentLoadPackageStateNotAvailable:
-        return table
-    return table.append_column(LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id), len(table)))
 
 
 def arrow_columns(schema: pa.Schema) -> dict[str, dict[str, object]]:

@@ -30,7 +30,7 @@ from .settings import (
 _TEXT_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("task_id", "task_time"))
 _KNOWN = frozenset(TASK_FIELDS)
 # One in-memory DuckDB as a compute engine; each call takes its own cursor, which is
-# thread-safe and costs microseconds where a new connection costs about 10 ms.
+# thread-safe and far cheaper than a new connection.
 _DUCKDB = duckdb.connect()
 _PAGE_SCHEMA = pa.schema(
     [
@@ -39,8 +39,8 @@ _PAGE_SCHEMA = pa.schema(
     ]
 )
 _HASHED_FIELDS = ("task_id", "task_time", *_TEXT_FIELDS, "extra_fields")
-# Pages are parsed in many threads at once. With arrow's default allocator (mimalloc) a fresh
-# process spent 2.9 s of CPU parsing a million tasks in 32 threads; with the system's, 2.0 s.
+# Pages are parsed in many threads at once, and arrow's default allocator (mimalloc) spends
+# markedly more CPU doing that than the system's (benchmarks/HISTORY.md).
 _PARSE_MEMORY = pa.system_memory_pool()
 # glibc's, to hand freed memory back (see `release_memory`); None where the C library has none.
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
@@ -156,8 +156,8 @@ def _plainly_loadable(tasks: pa.Table, ids: list[str]) -> bool:
     """Whether `check_record` would pass every row; only ever errs towards False.
 
     The schema already made every field a string or null; this checks what it cannot, in few
-    arrow calls and no regular expression: in 32 read threads contending for the GIL, the seven
-    calls this took before (two compiling a regex) cost 0.5 ms a page, a third of its parse.
+    arrow calls and no regular expression: every call holds the GIL the read threads contend
+    for, and a regular expression costs more than the parse it guards.
     """
     task_time = tasks["task_time"]
     if len(tasks) == 0:
@@ -285,8 +285,8 @@ def tasks_table(batches: list[TaskBatch]) -> pa.Table:
     run_ends = pa.array(ends, pa.int64())
 
     def repeated(field: str) -> pa.Array:
-        """Each owner's `field` on each of its rows: one call, where an array per page took
-        0.1 s at a thousand projects."""
+        """Each owner's `field` on each of its rows, in one call: an array per page costs a
+        call per page."""
         values = pa.array([getattr(batch, field) for batch in owners], pa.string())
         return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, values))
 
@@ -306,7 +306,7 @@ def release_memory() -> None:
     """Hands the memory of rows already freed back to the system, for what comes next.
 
     Both allocators keep freed memory for reuse: arrow's, and the C library's, which held the
-    parsed pages. Kept, it raised the load's peak at a million tasks from 550-630 MB to 670 MB.
+    parsed pages. Kept, it would add to the load's peak, the highest of a run.
     """
     pa.default_memory_pool().release_unused()
     if _MALLOC_TRIM is not None:
@@ -328,8 +328,8 @@ def with_row_hashes(table: pa.Table) -> pa.Table:
     md5 over the length-prefixed fields, `-` for a null (no text, control characters included,
     can fake a field boundary), computed by DuckDB in one query over all rows: per row it is ten
     times faster than Python, and one query instead of one per project saves DuckDB's per-query
-    cost. One `concat` builds each row's text once; chained `||` built it a field at a time,
-    which took a third longer at a million rows.
+    cost. One `concat` builds each row's text once, where chained `||` builds it a field at a
+    time.
     """
     parts = []
     for field in ("project_id", "region", *_HASHED_FIELDS):
@@ -341,7 +341,7 @@ def with_row_hashes(table: pa.Table) -> pa.Table:
     with _DUCKDB.cursor() as con:
         con.register("tasks", table)
         # Into a table first: DuckDB then hashes on every core, and handing over the result
-        # in order is a plain scan. Fetched straight to arrow, it hashed on one core (+0.4 s).
+        # in order is a plain scan. Fetched straight to arrow, it hashes on one core.
         con.execute(
             f"create temp table row_hashes as select md5(concat({', '.join(parts)})) as row_hash"
             " from tasks"
@@ -355,8 +355,7 @@ def with_row_hashes(table: pa.Table) -> pa.Table:
 def fingerprints(table: pa.Table) -> dict[str, str]:
     """What each project's rows say, in one hash per project, whatever their order: the count
     and the XOR of their row hashes. No two rows of a project cancel out: each is another task.
-
-    Sorting the hashes to chain them, as before, took 0.2-0.3 s at a million rows; this, 0.12 s.
+    An XOR needs no sort, as chaining the hashes would.
     """
     with _DUCKDB.cursor() as con:
         con.register("tasks", table.select(["project_id", "row_hash"]))

@@ -59,9 +59,15 @@ class Transport:
         self._lock = threading.Lock()
 
     def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        timeout: urllib3.Timeout | None = None,
     ) -> Response:
-        """The answer, whatever its status; raises TransportError when there is none."""
+        """The answer, whatever its status; raises TransportError when there is none.
+        `timeout` replaces the transport's own for this request."""
         try:
             answer = self._manager(url).request(
                 method,
@@ -69,7 +75,7 @@ class Transport:
                 body=body,
                 headers={**self.headers, **headers},
                 retries=self.retries,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
                 redirect=False,
             )
         except HTTPError as exc:
