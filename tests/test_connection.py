@@ -55,7 +55,7 @@ def test_the_connection_is_read_only_in_utc_and_names_the_file(simulator, config
         # the staging views resolve inside the attached file too
         assert con.execute("select count(*) from staging.stg_kps__failed_tasks").fetchone() == (3,)
         with pytest.raises(duckdb.Error, match="read-only"):
-            con.execute("delete from marts.fct_failed_tasks")
+            con.execute("delete from marts.dim_projects")
 
 
 def test_a_missing_warehouse_says_what_to_run(tmp_path):

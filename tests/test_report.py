@@ -269,7 +269,7 @@ def test_the_report_reads_the_published_run_while_a_run_loads(loaded, html, tmp_
     warehouse, _ = loaded
     # a run holds the lock and writes its own copy; the published file stays readable
     with Warehouse(warehouse).writing() as writer, duckdb.connect(str(writer)) as loading:
-        loading.execute("begin; delete from marts.fct_failed_tasks")
+        loading.execute("begin; delete from intermediate.int_tasks__latest")
         during = render(warehouse, tmp_path / "during.html").read_text()
         loading.execute("rollback")
 
