@@ -54,7 +54,7 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
 def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, writer, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
-    assert "built 14 models and ran 46 data tests" in capsys.readouterr().out
+    assert "built 17 models and ran 46 data tests" in capsys.readouterr().out
 
     # A version whose failed_at disagrees with its task_time, planted in the writer's copy.
     with duckdb.connect(str(writer)) as con:
@@ -72,51 +72,46 @@ def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded,
     assert "'task_id': 'planted'" in err
 
 
+def test_the_operate_types_the_api_documents_pass_quietly(simulator, loaded):
+    # the simulator serves the documented types and RUNNING_RESET, the API's own example
+    [(types,)] = query(
+        loaded, "select list(distinct operate_type order by operate_type) from kps_raw.failed_tasks"
+    )
+    assert types == [
+        "FAILED_BIND",
+        "FAILED_REPLACE",
+        "FAILED_RESET",
+        "FAILED_UNBIND",
+        "RUNNING_RESET",
+    ]
+
+    result = load.transform_only()
+
+    assert [t.name for t in result.transform.warnings] == []
+
+
 # --- a run keeps the models nothing changed for ---------------------------------------------
 
-# Every model but those reading kps_raw.runs: a run always adds runs rows, and moves last_seen_at.
-TASK_MODELS = [
-    "intermediate.int_failures__daily",
-    "intermediate.int_tasks__latest",
-    "marts.dim_servers",
-    "marts.failure_hotspots",
-    "marts.failure_spikes",
-    "marts.failure_trend_error_code",
-    "marts.failure_trend_keypair",
-    "marts.failure_trend_server",
-    "marts.failure_weekly",
-    "marts.failures_by_operate_type",
-    "staging.stg_kps__failed_tasks",
-]
-
 MODELS = build_order()
+# Every model but the one table that reads kps_raw.runs: a run always adds runs rows.
+KEPT_WHEN_NO_TASK_CHANGED = sorted(m.relation for m in MODELS if m.name != "dim_projects")
+INCREMENTAL = sorted(m.relation for m in MODELS if m.unique_key)
 
 
 def every_model(path):
     return {m.relation: query(path, f"select * from {m.relation} order by all") for m in MODELS}
 
 
-# Data tests that read a model rebuilt by every run, or kps_raw.runs, or that warned last time.
+# Data tests that read kps_raw.runs, or a model made from it (rebuilt or moved by every run).
 TESTS_RUN_AGAIN = [
     "accepted_values_runs_status",
-    "accepted_values_stg_kps__failed_tasks_operate_type",  # warns: RUNNING_RESET
     "assert_task_timeline_in_order",
-    "assert_trends_are_zero_filled",
-    "assert_trends_count_every_task",
     "not_null_dim_projects_project_id",
-    "not_null_fct_failed_tasks_error_code",
-    "not_null_fct_failed_tasks_failed_at",
-    "not_null_fct_failed_tasks_failed_day",
-    "not_null_fct_failed_tasks_first_seen_at",
-    "not_null_fct_failed_tasks_is_open",
-    "not_null_fct_failed_tasks_project_id",
-    "not_null_fct_failed_tasks_task_id",
     "not_null_runs_project_id",
     "not_null_runs_run_id",
     "not_null_runs_started_at",
-    "relationships_fct_failed_tasks_project_id",
+    "relationships_int_tasks__latest_project_id",
     "relationships_stg_kps__failed_tasks_first_run_id",
-    "unique_combination_of_columns_fct_failed_tasks",
     "unique_combination_of_columns_runs",
     "unique_dim_projects_project_id",
 ]
@@ -127,7 +122,7 @@ def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_
 ):
     result = load.run()
 
-    assert sorted(result.transform.kept) == TASK_MODELS
+    assert sorted(result.transform.kept) == KEPT_WHEN_NO_TASK_CHANGED
     assert [t.name for t in result.transform.failed] == []
     assert sorted(t.name for t in result.transform.tests if not t.reused) == TESTS_RUN_AGAIN
     assert len(result.transform.reused) == 46 - len(TESTS_RUN_AGAIN)
@@ -139,17 +134,30 @@ def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_
 
 
 @pytest.mark.parametrize("change", ["task added", "task cleared"])
-def test_a_run_that_changed_a_task_rebuilds_every_model(simulator, loaded, warehouse, change):
+def test_a_run_that_changed_a_task_updates_that_project_alone(simulator, loaded, warehouse, change):
     project_id = next(iter(simulator.projects()))
-    if change == "task added":
-        simulator.add_tasks(project_id, 1)
+    if change == "task added":  # failed when another did: the latest day stays
+        simulator.add_tasks(project_id, [{**simulator.tasks(project_id)[0], "task_id": "new"}])
     else:  # retires a version and adds no row: the count of rows alone would not tell
         simulator.delete_tasks(project_id, n=1)
+    other = query(
+        warehouse,
+        "select * from marts.failure_trend_server where project_id <> ? order by all",
+        [project_id],
+    )
 
     result = load.run()
 
-    assert result.transform.kept == []
-    assert result.transform.reused == []
+    assert sorted(result.transform.updated) == INCREMENTAL
+    assert "marts.dim_projects" not in result.transform.kept
+    assert (
+        query(
+            warehouse,
+            "select * from marts.failure_trend_server where project_id <> ? order by all",
+            [project_id],
+        )
+        == other
+    )
     built = every_model(warehouse)
     assert run_cli("transform") == 0
     assert every_model(warehouse) == built
@@ -168,7 +176,6 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, writer,
         "marts.failure_trend_error_code",
         "marts.failure_trend_keypair",
         "marts.failure_trend_server",
-        "marts.failure_spikes",
     }
 
 

@@ -377,8 +377,8 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
 
 
 def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = False) -> None:
-    """The models built into `result`; a run keeps those nothing changed for, while `transform`
-    rebuilds every one (after a hand-made change to a table, say)."""
+    """The models built into `result`; a run rebuilds only what its load changed, while
+    `transform` rebuilds every one (after a hand-made change to a table, say)."""
     try:
         result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
     except runner.ModelError as exc:

@@ -3,59 +3,12 @@
 -- without failures too; the daily trend marts are this table, one dimension each
 with
 
-tasks as (
-    select * from intermediate.int_tasks__latest
+key_days as (
+    select * from intermediate.int_failures__key_days
 ),
 
 latest_day as (
-    select max(failed_day) as day
-    from tasks
-),
-
--- every failure under each of its keys, with what its breadth counts: the servers a key pair's
--- or an error code's failures touch, the key pairs a server's failures involve; a task that names
--- no key pair or server is still a failure, so it counts under one visible name (as in
--- marts.dim_servers)
-tasks_by_key as (
-    select
-        'keypair' as dimension,
-        project_id,
-        coalesce(keypair_name, 'UNKNOWN') as key,
-        failed_day,
-        server_id as touched
-    from tasks
-    union all
-    select
-        'server' as dimension,
-        project_id,
-        coalesce(server_id, 'UNKNOWN') as key,
-        failed_day,
-        keypair_name as touched
-    from tasks
-    union all
-    select
-        'error_code' as dimension,
-        project_id,
-        error_code as key,
-        failed_day,
-        server_id as touched
-    from tasks
-),
-
-daily as (
-    select
-        dimension,
-        project_id,
-        key,
-        failed_day as day,
-        count(*) as failures,
-        count(distinct touched) as breadth
-    from tasks_by_key
-    group by
-        dimension,
-        project_id,
-        key,
-        failed_day
+    select * from intermediate.int_latest_day
 ),
 
 keys as (
@@ -67,24 +20,24 @@ keys as (
         project_id,
         key,
         min(day) as first_day
-    from daily
+    from key_days
     group by
         dimension,
         project_id,
         key
 ),
 
-numbered_daily as (
+numbered_key_days as (
     select
         keys.key_number,
-        daily.day,
-        daily.failures,
-        daily.breadth
-    from daily
+        key_days.day,
+        key_days.failures,
+        key_days.breadth
+    from key_days
     inner join keys
-        on keys.dimension = daily.dimension
-        and keys.project_id = daily.project_id
-        and keys.key = daily.key
+        on keys.dimension = key_days.dimension
+        and keys.project_id = key_days.project_id
+        and keys.key = key_days.key
 ),
 
 days as (
@@ -104,12 +57,12 @@ filled as (
     select
         days.key_number,
         days.day,
-        coalesce(numbered_daily.failures, 0) as failures,
-        coalesce(numbered_daily.breadth, 0) as breadth
+        coalesce(numbered_key_days.failures, 0) as failures,
+        coalesce(numbered_key_days.breadth, 0) as breadth
     from days
-    left join numbered_daily
-        on numbered_daily.key_number = days.key_number
-        and numbered_daily.day = days.day
+    left join numbered_key_days
+        on numbered_key_days.key_number = days.key_number
+        and numbered_key_days.day = days.day
 ),
 
 windowed as (

@@ -11,8 +11,7 @@ tasks as (
 ),
 
 latest_day as (
-    select max(failed_day) as day
-    from tasks
+    select * from intermediate.int_latest_day
 ),
 
 projects as (

@@ -2,8 +2,8 @@
 -- latest day in the data, ranked within its project, compared with the period just before
 with
 
-tasks as (
-    select * from intermediate.int_tasks__latest
+failures as (
+    select * from intermediate.int_failures__keyed
 ),
 
 servers as (
@@ -11,8 +11,7 @@ servers as (
 ),
 
 latest_day as (
-    select max(failed_day) as day
-    from tasks
+    select * from intermediate.int_latest_day
 ),
 
 periods as (
@@ -32,55 +31,26 @@ server_labels as (
 ),
 
 -- the longest period and the one before it: 60 days
-recent_tasks as (
-    select tasks.*
-    from tasks
+recent_failures as (
+    select failures.*
+    from failures
     cross join latest_day
-    where tasks.failed_day > latest_day.day - 60
-),
-
-tasks_by_key as (
-    select
-        'keypair' as dimension,
-        project_id,
-        coalesce(keypair_name, 'UNKNOWN') as key,
-        failed_day,
-        is_open,
-        hours_to_clear
-    from recent_tasks
-    union all
-    select
-        'server' as dimension,
-        project_id,
-        coalesce(server_id, 'UNKNOWN') as key,
-        failed_day,
-        is_open,
-        hours_to_clear
-    from recent_tasks
-    union all
-    select
-        'error_code' as dimension,
-        project_id,
-        error_code as key,
-        failed_day,
-        is_open,
-        hours_to_clear
-    from recent_tasks
+    where failures.failed_day > latest_day.day - 60
 ),
 
 in_periods as (
     select
-        tasks_by_key.dimension,
-        tasks_by_key.project_id,
-        tasks_by_key.key,
+        recent_failures.dimension,
+        recent_failures.project_id,
+        recent_failures.key,
         periods.window_days,
-        tasks_by_key.failed_day > latest_day.day - periods.window_days as is_current,
-        tasks_by_key.is_open,
-        tasks_by_key.hours_to_clear
-    from tasks_by_key
+        recent_failures.failed_day > latest_day.day - periods.window_days as is_current,
+        recent_failures.is_open,
+        recent_failures.hours_to_clear
+    from recent_failures
     cross join periods
     cross join latest_day
-    where tasks_by_key.failed_day > latest_day.day - 2 * periods.window_days
+    where recent_failures.failed_day > latest_day.day - 2 * periods.window_days
 ),
 
 summarised as (

@@ -3,7 +3,7 @@
 with
 
 daily as (
-    select * from intermediate.int_failures__daily
+    select * from intermediate.int_failures__key_days
 ),
 
 servers as (
@@ -34,7 +34,8 @@ project_starts as (
     group by project_id
 ),
 
--- only days with failures: the days without count as zeros in the sums below
+-- only days with failures (key_days has no others): the days without count as zeros in the
+-- sums below
 failure_days as (
     select
         daily.dimension,
@@ -53,7 +54,6 @@ failure_days as (
     left join servers
         on servers.project_id = daily.project_id
         and servers.server_id = daily.key
-    where daily.failures > 0
 ),
 
 candidates as (

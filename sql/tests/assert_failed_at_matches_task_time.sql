@@ -1,3 +1,4 @@
+-- local: project_id
 -- failed_at is the loader's reading of task_time (epoch milliseconds); a difference means a
 -- conversion bug, and every day in the marts would be off
 select

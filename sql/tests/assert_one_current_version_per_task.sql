@@ -1,3 +1,4 @@
+-- local: project_id
 -- severity: warn
 -- a task has at most one current version; an incomplete pass can leave two for a while (the
 -- marts then use the later one), but two that last are worth a look at the loader

@@ -1,10 +1,7 @@
+-- local: project_id
 -- every key of a daily trend has one row per day from its first day to the latest day in the
 -- data, with no gaps: the rolling 7-day windows count rows, so a gap would stretch them
 with
-
-tasks as (
-    select * from marts.fct_failed_tasks
-),
 
 keypair_trend as (
     select * from marts.failure_trend_keypair
@@ -19,8 +16,7 @@ error_code_trend as (
 ),
 
 latest_day as (
-    select max(failed_day) as day
-    from tasks
+    select * from intermediate.int_latest_day
 ),
 
 spans as (

@@ -1,9 +1,11 @@
--- every task in marts.fct_failed_tasks is counted exactly once in each daily trend: a task
--- dropped (say, for a NULL key) or counted twice would show here as a per-project difference
+-- local: project_id
+-- every task (a row of marts.fct_failed_tasks, and of the model it is made of) is counted
+-- exactly once in each daily trend: a task dropped (say, for a NULL key) or counted twice would
+-- show here as a per-project difference
 with
 
 tasks as (
-    select * from marts.fct_failed_tasks
+    select * from intermediate.int_tasks__latest
 ),
 
 keypair_trend as (

@@ -1,57 +1,63 @@
 """Build the SQL models in sql/ in dependency order, in one transaction, then run the data tests.
 
-A model is one select statement in ``sql/<schema>/<table>.sql``. Models in ``staging/`` become
-views, all others tables. The tables a model reads are found by parsing it, so the build order
-is never kept by hand. Data tests are declared in ``sql/schema.yml`` (unique, not_null,
-accepted_values, relationships, unique_combination_of_columns) or written as queries in
-``sql/tests/*.sql``; every test returns the rows that fail it.
-
-A build may keep a model as it is when neither its SQL nor anything it reads changed since it
-was built (see ``_build_keys``): a run that changed no task leaves the heavy marts alone. A data
-test that passed on exactly what it reads now is not run again either.
+`transform` rebuilds every model. A run (`keep_unchanged`) rebuilds only what its load changed:
+a model whose definition and inputs are as they were is kept; an incremental model (see
+`project.py`) deletes and inserts again the rows of the projects whose raw rows changed, and adds
+the new days' rows when the latest day in the data moved on; a plain table is rebuilt whole.
+Every build equals a full rebuild from the same raw tables. A data test that passed on exactly
+what it reads now is not run again; a local one (see `DataTest`) checks the changed rows only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from graphlib import CycleError, TopologicalSorter
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import sqlglot
-import yaml
 from sqlglot import exp
 
-# `sql/` ships in the wheel as this package's data (see pyproject.toml).
-SQL_DIR = Path(str(resources.files("kps_warehouse.sql")))
-SCHEMA_FILE = "schema.yml"
-TESTS_DIR = "tests"
-VIEW_SCHEMAS = frozenset({"staging"})
-SOURCE_SCHEMA = "kps_raw"
+from kps_warehouse.transform import changes
+from kps_warehouse.transform.changes import FULL, NONE, PROJECT_KEY, Delta
+from kps_warehouse.transform.project import (
+    SOURCE_SCHEMA,
+    SQL_DIR,
+    DataTest,
+    Model,
+    ModelError,
+    Severity,
+    build_order,
+    data_tests,
+    label,
+    one_line,
+    tables_in,
+)
+
+__all__ = [
+    "SQL_DIR",
+    "MissingSourceError",
+    "ModelError",
+    "TestResult",
+    "TransformResult",
+    "build_order",
+    "transform",
+]
+
 SAMPLE_ROWS = 5
-# What each model was last built from (see `_build_keys`), and what the data tests last passed
-# on, kept beside the models they describe.
+# What each model was last built as (its definition, see `_definitions`), and what the data
+# tests last passed on, kept beside the models they describe.
 BUILDS_TABLE = "main.model_builds"
 PASSES_TABLE = "main.data_test_passes"
-
-Kind = Literal["view", "table"]
-Severity = Literal["error", "warn"]
-
-_SEVERITY_COMMENT = re.compile(r"^--\s*severity:\s*(\w+)\s*$", re.MULTILINE)
-_DUCKDB_LINE = re.compile(r"^LINE (\d+):")
-
-
-class ModelError(Exception):
-    """The models could not be built or tested; the previous build is left in place."""
+# The one-row model of the latest day in the data, whose moves the `new_days` models follow.
+LATEST_DAY_MODEL = "intermediate.int_latest_day"
 
 
 class MissingSourceError(ModelError):
@@ -59,32 +65,6 @@ class MissingSourceError(ModelError):
 
     def __init__(self) -> None:
         super().__init__("no data loaded yet: run `kps-warehouse run` first")
-
-
-@dataclass(frozen=True)
-class Model:
-    """One .sql file: the view or table it builds and the tables it reads."""
-
-    name: str
-    schema: str
-    path: Path
-    kind: Kind
-    depends_on: tuple[str, ...]
-    sql: str = dataclasses.field(repr=False)
-
-    @property
-    def relation(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-@dataclass(frozen=True)
-class DataTest:
-    """A query returning the rows that fail one expectation."""
-
-    name: str
-    severity: Severity
-    sql: str
-    declared_in: str
 
 
 @dataclass
@@ -103,12 +83,14 @@ class TestResult:
 @dataclass
 class TransformResult:
     """Every model in build order, those of them kept unbuilt because nothing they are made of
-    changed, and the outcome of every data test (all run, kept models' too)."""
+    changed, those updated for the changed projects and days alone, and the outcome of every
+    data test."""
 
     models: list[str]
     tests: list[TestResult]
     seconds: float
     kept: list[str] = dataclasses.field(default_factory=list)
+    updated: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> list[TestResult]:
@@ -123,23 +105,36 @@ class TransformResult:
         return [t for t in self.tests if t.reused]
 
 
+@dataclass
+class Build:
+    """What a build did: the models kept and updated, what changed in every relation, and a
+    digest of every relation's contents (equal digests, equal contents)."""
+
+    kept: list[str]
+    updated: list[str]
+    deltas: dict[str, Delta]
+    contents: dict[str, str]
+    new_days_columns: dict[str, str]
+    columns: dict[str, set[str]]
+
+
 def transform(
     database: str | os.PathLike[str], sql_dir: Path = SQL_DIR, *, keep_unchanged: bool = False
 ) -> TransformResult:
-    """Build the models in the DuckDB file `database`, then run every data test.
+    """Build the models in the DuckDB file `database`, then run the data tests.
 
-    Every model is rebuilt, unless `keep_unchanged`: then a model whose SQL, and the SQL and
-    source tables of everything it reads, are as they were at its last build is kept as it is.
+    Every model is rebuilt, unless `keep_unchanged`: then only what changed in the raw tables
+    since the last build is rebuilt (see the module's docstring).
     """
     started = time.perf_counter()
     models = build_order(sql_dir)
-    tests = _data_tests(models, sql_dir)
+    tests = data_tests(models, sql_dir)
     if not Path(database).exists():
         raise MissingSourceError
     try:
         con = duckdb.connect(str(database))
     except duckdb.Error as error:
-        raise ModelError(f"warehouse {database} cannot be opened: {_one_line(error)}") from error
+        raise ModelError(f"warehouse {database} cannot be opened: {one_line(error)}") from error
     try:
         # days are UTC days; the models say so themselves, this keeps ad hoc casts honest too
         con.execute("set TimeZone = 'UTC'")
@@ -148,114 +143,18 @@ def transform(
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
         _check_sources(con, models)
-        kept, keys = _build(con, models, sql_dir, keep_unchanged)
-        results = _run_tests(con, tests, keys, keep_unchanged)
+        passes = _passes(con)
+        build = _build(con, models, sql_dir, keep_unchanged)
+        results = _run_tests(con, tests, build, passes if keep_unchanged else Passes())
     finally:
         con.close()
     return TransformResult(
         models=[model.relation for model in models],
         tests=results,
         seconds=time.perf_counter() - started,
-        kept=kept,
+        kept=build.kept,
+        updated=build.updated,
     )
-
-
-def build_order(sql_dir: Path = SQL_DIR) -> list[Model]:
-    """Every model under `sql_dir`, each after the models it reads."""
-    models = _read_models(sql_dir)
-    by_relation = {model.relation: model for model in models}
-    graph = {
-        model.relation: [table for table in model.depends_on if table in by_relation]
-        for model in models
-    }
-    try:
-        order = list(TopologicalSorter(graph).static_order())
-    except CycleError as error:
-        cycle = " -> ".join(error.args[1])
-        raise ModelError(f"models read each other in a cycle: {cycle}") from error
-    return [by_relation[relation] for relation in order]
-
-
-def _data_tests(models: list[Model], sql_dir: Path) -> list[DataTest]:
-    """The tests declared in schema.yml, then the queries in sql/tests/, in that order."""
-    return _declared_tests(models, sql_dir) + _custom_tests(sql_dir)
-
-
-def _read_models(sql_dir: Path) -> list[Model]:
-    paths = sorted(
-        path
-        for path in sql_dir.glob("*/*.sql")
-        if path.parent.name != TESTS_DIR and not path.parent.name.startswith(".")
-    )
-    models: list[Model] = []
-    seen: dict[str, Path] = {}
-    with duckdb.connect() as parser:
-        for path in paths:
-            label = _label(path, sql_dir)
-            if path.stem in seen:
-                raise ModelError(
-                    f"model {label} failed: {_label(seen[path.stem], sql_dir)} has the same name"
-                )
-            seen[path.stem] = path
-            sql = _statement(path)
-            schema = path.parent.name
-            models.append(
-                Model(
-                    name=path.stem,
-                    schema=schema,
-                    path=path,
-                    kind="view" if schema in VIEW_SCHEMAS else "table",
-                    depends_on=_tables_read(sql, label, parser),
-                    sql=sql,
-                )
-            )
-    return models
-
-
-def _statement(path: Path) -> str:
-    # leading lines are kept so that DuckDB's line numbers match the file
-    return path.read_text(encoding="utf-8").rstrip().rstrip(";")
-
-
-def _tables_read(sql: str, label: str, parser: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
-    # DuckDB's parser first: its messages are the ones a person writing DuckDB SQL knows
-    try:
-        statements = parser.extract_statements(sql)
-    except duckdb.Error as error:
-        raise ModelError(f"model {label} failed: {_one_line(error)}") from error
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise ModelError(f"model {label} failed: a model is exactly one select statement")
-    try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-    except sqlglot.errors.ParseError as error:
-        raise ModelError(
-            f"model {label} failed: sqlglot cannot parse it: {_one_line(error)}"
-        ) from error
-    tables, unqualified = _tables_in(tree)
-    if unqualified:
-        name = unqualified[0]
-        raise ModelError(
-            f"model {label} failed: it reads {name} without a schema; "
-            f"write staging.{name}, marts.{name} or {SOURCE_SCHEMA}.{name}"
-        )
-    return tuple(sorted(tables))
-
-
-def _tables_in(tree: exp.Expression) -> tuple[set[str], list[str]]:
-    """The schema.table names a statement reads, and the names it reads without a schema
-    (its own CTEs aside)."""
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    tables: set[str] = set()
-    unqualified: list[str] = []
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue  # a table function such as generate_series
-        name = table.name.lower()
-        if table.db:
-            tables.add(f"{table.db.lower()}.{name}")
-        elif name not in ctes:
-            unqualified.append(name)
-    return tables, unqualified
 
 
 def _check_sources(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
@@ -265,23 +164,17 @@ def _check_sources(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
         for table in model.depends_on
         if table.startswith(f"{SOURCE_SCHEMA}.")
     }
-    present = {
-        f"{schema}.{name}"
-        for schema, name in con.execute(
-            "select table_schema, table_name from information_schema.tables where table_schema = ?",
-            [SOURCE_SCHEMA],
-        ).fetchall()
-    }
-    if needed - present:
+    if needed - _columns(con).keys():
         raise MissingSourceError
 
 
 def _build(
     con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: Path, keep_unchanged: bool
-) -> tuple[list[str], dict[str, str]]:
-    """Builds the models; returns those kept as they were (only when `keep_unchanged`), and the
-    digests of every model and source table (see `_build_keys`)."""
-    keys = _build_keys(con, models)
+) -> Build:
+    definitions = _definitions(models)
+    relations = {model.relation for model in models}
+    sources = sorted({t for m in models for t in m.depends_on if t not in relations})
+    columns = _columns(con)
     # one transaction: a model that fails leaves every table of the last good build in place,
     # and the record of what each was built from with it
     con.execute("begin transaction")
@@ -293,44 +186,161 @@ def _build(
             " (relation varchar primary key, build_key varchar not null)"
         )
         built = dict(con.execute(f"select relation, build_key from {BUILDS_TABLE}").fetchall())
-        present = _relations(con)
-        kept = []
-        for model in models:
-            key = keys[model.relation]
-            if keep_unchanged and built.get(model.relation) == key and model.relation in present:
-                kept.append(model.relation)
-                continue
-            try:
-                # on the same line as the model's first line, so that line numbers still match
-                con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
-            except duckdb.Error as error:
-                label = _label(model.path, sql_dir)
-                raise ModelError(f"model {label} failed: {_one_line(error)}") from error
-            con.execute(
-                f"insert or replace into {BUILDS_TABLE} values (?, ?)", [model.relation, key]
+        before = changes.stored_states(con)
+        deltas: dict[str, Delta] = {}
+        contents: dict[str, str] = {}
+        states = {}
+        for source in sources:
+            deltas[source], states[source] = changes.source_delta(
+                con, source, columns.get(source, set()), before.get(source)
             )
+            # a state that cannot be told is new every time: what reads it is never kept
+            contents[source] = states[source].token() if states[source] else uuid.uuid4().hex
+        kept, updated = [], []
+        for model in models:
+            delta = changes.merged(deltas[table] for table in model.depends_on)
+            rebuild = (
+                not keep_unchanged
+                or built.get(model.relation) != definitions[model.relation]
+                or model.relation not in columns
+            )
+            try:
+                if rebuild or _needs_full(model, delta):
+                    latest_before = None if rebuild else _latest_day(con, model, columns)
+                    _create(con, model)
+                    columns[model.relation] = _columns(con, model.relation)
+                    delta = _latest_day_moved(con, latest_before) if latest_before else FULL
+                elif not delta or model.kind == "view":
+                    kept.append(model.relation)
+                else:
+                    _update(con, model, delta, columns)
+                    updated.append(model.relation)
+            except duckdb.Error as error:
+                where = label(model.path, sql_dir)
+                raise ModelError(f"model {where} failed: {one_line(error)}") from error
+            deltas[model.relation] = delta
+            contents[model.relation] = _digest(
+                definitions[model.relation], model.depends_on, contents
+            )
+            con.execute(
+                f"insert or replace into {BUILDS_TABLE} values (?, ?)",
+                [model.relation, definitions[model.relation]],
+            )
+        changes.store_states(con, states)
+        # the passes were on the last build: with this one, they hold until the tests say so
+        con.execute(f"delete from {PASSES_TABLE}")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    return kept, keys
+    new_days = {model.relation: model.new_days for model in models if model.new_days}
+    return Build(kept, updated, deltas, contents, new_days, columns)
 
 
-def _build_keys(con: duckdb.DuckDBPyConnection, models: list[Model]) -> dict[str, str]:
-    """What each model is made of, as one digest: its kind and SQL, the digests of the models it
-    reads, and the state of the source tables it reads. Models are pure functions of those (no
-    clock), so a model whose digest matches its last build's would be built the same again.
+def _needs_full(model: Model, delta: Delta) -> bool:
+    """A table rebuilt whole: it changed and is not incremental, or something it reads changed
+    whole, or the latest day moved on and its rows do not simply grow by the new days."""
+    if not delta or model.kind == "view":
+        return False
+    return (
+        model.unique_key is None
+        or delta.full
+        or (delta.new_days_after is not None and model.new_days is None)
+    )
 
-    A source table's state is its row count, its newest dlt load and how many of its rows were
-    retired (`_dlt_valid_to`): a load that adds or retires rows, or a row deleted, changes one
-    of them; dlt and this pipeline change a loaded row in no other way.
-    """
-    relations = {model.relation for model in models}
-    sources = sorted({t for m in models for t in m.depends_on if t not in relations})
-    keys = {table: json.dumps(_source_state(con, table), default=str) for table in sources}
+
+def _create(con: duckdb.DuckDBPyConnection, model: Model) -> None:
+    # on the same line as the model's first line, so that line numbers still match
+    con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
+
+
+def _latest_day(
+    con: duckdb.DuckDBPyConnection, model: Model, columns: Mapping[str, set[str]]
+) -> tuple[Any] | None:
+    """The latest day in the data as the last build left it, when `model` is its model."""
+    if model.relation != LATEST_DAY_MODEL or model.relation not in columns:
+        return None
+    return con.execute(f"select day from {model.relation}").fetchone()
+
+
+def _latest_day_moved(con: duckdb.DuckDBPyConnection, before: tuple[Any]) -> Delta:
+    (previous,) = before
+    (latest,) = con.execute(f"select day from {LATEST_DAY_MODEL}").fetchone()
+    if previous == latest:
+        return NONE
+    if previous is not None and latest is not None and latest > previous:
+        return Delta(new_days_after=previous)
+    return FULL  # the latest day went back (tasks deleted by hand, say) or the data is new
+
+
+def _update(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    delta: Delta,
+    columns: Mapping[str, set[str]],
+) -> None:
+    """The model's rows for the new days and the changed projects, deleted and inserted again."""
+    if delta.new_days_after is not None:
+        if model.new_days_sql is not None:
+            sql, parameters = model.new_days_sql, {"previous_latest_day": delta.new_days_after}
+        else:  # every row of a new day comes from its inputs' rows of the new days
+            after = f"{model.new_days} > date '{delta.new_days_after.isoformat()}'"
+            sql, parameters = (
+                _reading(
+                    con, model, {t: after for t in model.depends_on if model.new_days in columns[t]}
+                ),
+                {},
+            )
+        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
+    if delta.projects:
+        changed = _changed_in(delta.projects)
+        con.execute(
+            f"delete from {model.relation} where {changed}",
+        )
+        filters = {t: changed for t in model.depends_on if PROJECT_KEY in columns[t]}
+        sql = _reading(con, model, filters)
+        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)")
+
+
+def _reading(con: duckdb.DuckDBPyConnection, model: Model, filters: Mapping[str, str]) -> str:
+    """The model's SQL reading each table in `filters` through a view of its rows that match."""
+    sql = model.sql
+    for table, condition in filters.items():
+        view = "_input__" + table.replace(".", "__")
+        con.execute(
+            f"create or replace temp view {view} as select * from {table} where {condition}"
+        )
+        sql = re.sub(rf"(?<![\w.]){re.escape(table)}(?!\w)", view, sql, flags=re.IGNORECASE)
+    return sql
+
+
+def _changed_in(projects: Iterable[str]) -> str:
+    """A condition on the rows of these projects. A list of constants, not a subquery, so that
+    DuckDB filters the rows as it scans them, even through views."""
+    listed = ", ".join(exp.convert(project).sql(dialect="duckdb") for project in sorted(projects))
+    return f"{PROJECT_KEY} in ({listed})"
+
+
+def _definitions(models: list[Model]) -> dict[str, str]:
+    """What each model is, as one digest: how it is built and its SQL, and the definitions of
+    the models it reads. A model whose definition is as at its last build holds what this one
+    would build from the same inputs."""
+    definitions: dict[str, str] = {}
     for model in models:  # in build order: what a model reads has its digest already
-        keys[model.relation] = _digest(f"{model.kind} {model.sql}", model.depends_on, keys)
-    return keys
+        statement = "\n".join(
+            str(part)
+            for part in (
+                model.kind,
+                model.unique_key,
+                model.new_days,
+                model.sql,
+                model.new_days_sql,
+            )
+        )
+        definitions[model.relation] = _digest(
+            statement, [t for t in model.depends_on if t in definitions], definitions
+        )
+    return definitions
 
 
 def _digest(statement: str, reads: Iterable[str], keys: Mapping[str, str]) -> str:
@@ -340,207 +350,111 @@ def _digest(statement: str, reads: Iterable[str], keys: Mapping[str, str]) -> st
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _source_state(con: duckdb.DuckDBPyConnection, table: str) -> tuple[Any, ...]:
-    schema, name = table.split(".", 1)
-    columns = {
-        column
-        for (column,) in con.execute(
-            "select column_name from information_schema.columns"
-            " where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchall()
-    }
-    if not columns:
-        return ("missing",)  # building the model that reads it will say so, naming its file
-    measures = ["count(*)"]
-    if "_dlt_load_id" in columns:
-        measures.append("max(_dlt_load_id)")
-    if "_dlt_valid_to" in columns:
-        measures.append("count(_dlt_valid_to)")
-    return con.execute(f"select {', '.join(measures)} from {table}").fetchone()
+def _columns(
+    con: duckdb.DuckDBPyConnection, relation: str | None = None
+) -> dict[str, set[str]] | set[str]:
+    rows = con.execute(
+        "select table_schema || '.' || table_name, column_name from information_schema.columns"
+        " where table_catalog = current_database()"
+        + (" and table_schema || '.' || table_name = ?" if relation else ""),
+        [relation] if relation else [],
+    ).fetchall()
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    return found.get(relation, set()) if relation else found
 
 
-def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {
-        f"{schema}.{name}"
-        for schema, name in con.execute(
-            "select table_schema, table_name from information_schema.tables"
-            " where table_catalog = current_database()"
-        ).fetchall()
-    }
+@dataclass
+class Passes:
+    """The data tests that passed on the last build: the digests of the test and what it read
+    (see `_test_key`), and of the test alone."""
+
+    keys: set[str] = dataclasses.field(default_factory=set)
+    tests: set[str] = dataclasses.field(default_factory=set)
+
+
+def _passes(con: duckdb.DuckDBPyConnection) -> Passes:
+    columns = _columns(con, PASSES_TABLE)
+    if columns and "test" not in columns:  # written by a version that kept the keys only
+        con.execute(f"drop table {PASSES_TABLE}")
+    con.execute(
+        f"create table if not exists {PASSES_TABLE} (test_key varchar primary key, test varchar)"
+    )
+    rows = con.execute(f"select test_key, test from {PASSES_TABLE}").fetchall()
+    return Passes({key for key, _ in rows}, {test for _, test in rows})
 
 
 def _run_tests(
-    con: duckdb.DuckDBPyConnection,
-    tests: list[DataTest],
-    keys: dict[str, str],
-    keep_unchanged: bool,
+    con: duckdb.DuckDBPyConnection, tests: list[DataTest], build: Build, passes: Passes
 ) -> list[TestResult]:
-    """Every data test's result. With `keep_unchanged`, a test that passed last time on what it
-    reads now, unchanged (same SQL, same digests), would pass again and is not run; a test that
-    failed or warned always runs again."""
-    con.execute(f"create table if not exists {PASSES_TABLE} (test_key varchar primary key)")
-    passed = {key for (key,) in con.execute(f"select test_key from {PASSES_TABLE}").fetchall()}
+    """Every data test's result. A test that passed on the last build, on what it reads now,
+    unchanged, would pass again and is not run; a local test that passed on the last build
+    checks only the rows its inputs changed in since (when they changed in part). A test that
+    failed or warned always runs again, whole."""
     results, passing = [], []
     for test in tests:
-        key = _test_key(test, keys)
-        if keep_unchanged and key in passed:
+        key, reads = _test_key(test, build.contents)
+        identity = _digest(test.sql, [], {})
+        if key is not None and key in passes.keys:
             results.append(TestResult(test.name, test.severity, 0, [], reused=True))
+        elif test.local and key is not None and identity in passes.tests:
+            results.append(_run_test(con, test, _scope(con, test, reads, build)))
         else:
-            results.append(_run_test(con, test))
+            results.append(_run_test(con, test, test.sql))
         if key is not None and results[-1].failures == 0:
-            passing.append(key)
-    # only the tests' latest passes: older ones would pile up, one set per change
-    con.execute("begin transaction")
-    con.execute(f"delete from {PASSES_TABLE}")
-    con.executemany(f"insert into {PASSES_TABLE} values (?)", [[key] for key in passing])
-    con.execute("commit")
+            passing.append([key, identity])
+    con.executemany(f"insert or ignore into {PASSES_TABLE} values (?, ?)", passing)
     return results
 
 
-def _test_key(test: DataTest, keys: dict[str, str]) -> str | None:
-    """The test's SQL and the digests of what it reads, as one digest; None when what it reads
-    cannot be told (then it always runs)."""
+def _scope(con: duckdb.DuckDBPyConnection, test: DataTest, reads: set[str], build: Build) -> str:
+    """The local test's SQL reading, of every table with projects, only the rows of the projects
+    its inputs changed in and of the new days; the whole test when an input changed whole."""
+    deltas = [build.deltas.get(table, FULL) for table in reads]
+    if any(delta.full for delta in deltas):
+        return test.sql
+    projects = frozenset().union(*(delta.projects for delta in deltas))
+    sql = test.sql
+    for table in sorted(reads):
+        delta = build.deltas[table]
+        if PROJECT_KEY not in build.columns.get(table, ()):
+            continue  # read whole: it holds no project's rows (the latest day, say)
+        conditions = [_changed_in(projects)] if projects else []
+        column = build.new_days_columns.get(table)
+        if delta.new_days_after is not None and column:
+            conditions.append(f"{column} > date '{delta.new_days_after.isoformat()}'")
+        view = "_tested__" + table.replace(".", "__")
+        con.execute(
+            f"create or replace temp view {view} as select * from {table}"
+            f" where {' or '.join(conditions) or 'false'}"
+        )
+        sql = re.sub(rf"(?<![\w.]){re.escape(table)}(?!\w)", view, sql, flags=re.IGNORECASE)
+    return sql
+
+
+def _test_key(test: DataTest, contents: dict[str, str]) -> tuple[str | None, set[str]]:
+    """The test's SQL and the digests of what it reads, as one digest, and what it reads; None
+    when what it reads cannot be told (then it always runs)."""
     try:
-        tables, unqualified = _tables_in(sqlglot.parse_one(test.sql, read="duckdb"))
+        tables, unqualified = tables_in(sqlglot.parse_one(test.sql, read="duckdb"))
     except sqlglot.errors.ParseError:
-        return None
-    if unqualified or not tables <= keys.keys():
-        return None
-    return _digest(test.sql, tables, keys)
+        return None, set()
+    if unqualified or not tables <= contents.keys():
+        return None, tables
+    return _digest(test.sql, tables, contents), tables
 
 
-def _run_test(con: duckdb.DuckDBPyConnection, test: DataTest) -> TestResult:
+def _run_test(con: duckdb.DuckDBPyConnection, test: DataTest, sql: str) -> TestResult:
     try:
-        (failures,) = con.execute(f"select count(*) from ({test.sql}) as failing").fetchone()
+        (failures,) = con.execute(f"select count(*) from ({sql}) as failing").fetchone()
         sample: list[dict[str, Any]] = []
         if failures:
-            cursor = con.execute(f"select * from ({test.sql}) as failing limit {SAMPLE_ROWS}")
+            cursor = con.execute(f"select * from ({sql}) as failing limit {SAMPLE_ROWS}")
             columns = [description[0] for description in cursor.description]
             sample = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     except duckdb.Error as error:
         raise ModelError(
-            f"data test {test.name} ({test.declared_in}) could not run: {_one_line(error)}"
+            f"data test {test.name} ({test.declared_in}) could not run: {one_line(error)}"
         ) from error
     return TestResult(name=test.name, severity=test.severity, failures=failures, sample=sample)
-
-
-def _declared_tests(models: list[Model], sql_dir: Path) -> list[DataTest]:
-    path = sql_dir / SCHEMA_FILE
-    if not path.exists():
-        return []
-    where = _label(path, sql_dir)
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    relations = {model.name: model.relation for model in models}
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for source in document.get("sources", []):
-        for table in source.get("tables", []):
-            tables.append((f"{source['name']}.{table['name']}", table))
-    for model in document.get("models", []):
-        if model["name"] not in relations:
-            raise ModelError(f"{where} describes {model['name']}, which no sql/*/*.sql builds")
-        tables.append((relations[model["name"]], model))
-
-    tests: list[DataTest] = []
-    for relation, table in tables:
-        for spec in table.get("tests", []):
-            tests.append(_generic_test(spec, relation, None, where))
-        for column in table.get("columns", []):
-            for spec in column.get("tests", []):
-                tests.append(_generic_test(spec, relation, column["name"], where))
-    return tests
-
-
-def _generic_test(
-    spec: str | dict[str, Any], relation: str, column: str | None, where: str
-) -> DataTest:
-    kind, arguments = (spec, {}) if isinstance(spec, str) else next(iter(spec.items()))
-    arguments = dict(arguments or {})
-    severity = arguments.pop("severity", "error")
-    if severity not in ("error", "warn"):
-        raise ModelError(
-            f"{where}: severity of {kind} on {relation} is {severity!r}, not error|warn"
-        )
-    render = _GENERIC_TESTS.get(kind)
-    if render is None:
-        known = ", ".join(sorted(_GENERIC_TESTS))
-        raise ModelError(f"{where}: unknown data test {kind!r} on {relation}; known: {known}")
-    try:
-        sql = render(relation, column, **arguments) if column else render(relation, **arguments)
-    except TypeError as error:
-        raise ModelError(f"{where}: data test {kind} on {relation}: {error}") from error
-    table = relation.split(".", 1)[1]
-    name = "_".join(part for part in (kind, table, column) if part)
-    return DataTest(name=name, severity=severity, sql=sql, declared_in=where)
-
-
-def _custom_tests(sql_dir: Path) -> list[DataTest]:
-    tests = []
-    for path in sorted((sql_dir / TESTS_DIR).glob("*.sql")):
-        sql = _statement(path)
-        declared = _SEVERITY_COMMENT.search(sql)
-        severity = declared.group(1) if declared else "error"
-        if severity not in ("error", "warn"):
-            raise ModelError(f"{_label(path, sql_dir)}: severity is {severity!r}, not error|warn")
-        tests.append(
-            DataTest(name=path.stem, severity=severity, sql=sql, declared_in=_label(path, sql_dir))
-        )
-    return tests
-
-
-def _not_null(relation: str, column: str) -> str:
-    return f"select * from {relation} where {column} is null"
-
-
-def _unique(relation: str, column: str) -> str:
-    return (
-        f"select {column}, count(*) as occurrences from {relation} "
-        f"where {column} is not null group by {column} having count(*) > 1"
-    )
-
-
-def _accepted_values(relation: str, column: str, values: list[Any]) -> str:
-    listed = ", ".join(exp.convert(value).sql(dialect="duckdb") for value in values)
-    return (
-        f"select {column}, count(*) as occurrences from {relation} "
-        f"where {column} not in ({listed}) group by {column}"
-    )
-
-
-def _relationships(relation: str, column: str, to: str, field: str) -> str:
-    return (
-        f"select child.{column}, count(*) as occurrences from {relation} as child "
-        f"where child.{column} is not null and not exists "
-        f"(select 1 from {to} as parent where parent.{field} = child.{column}) "
-        f"group by child.{column}"
-    )
-
-
-def _unique_combination_of_columns(relation: str, combination_of_columns: list[str]) -> str:
-    columns = ", ".join(combination_of_columns)
-    return (
-        f"select {columns}, count(*) as occurrences from {relation} "
-        f"group by {columns} having count(*) > 1"
-    )
-
-
-_GENERIC_TESTS = {
-    "not_null": _not_null,
-    "unique": _unique,
-    "accepted_values": _accepted_values,
-    "relationships": _relationships,
-    "unique_combination_of_columns": _unique_combination_of_columns,
-}
-
-
-def _label(path: Path, sql_dir: Path) -> str:
-    return path.relative_to(sql_dir.parent).as_posix()
-
-
-def _one_line(error: Exception) -> str:
-    """DuckDB's message without its multi-line context, keeping the line number it points at."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    position = next((m.group(1) for line in lines[1:] if (m := _DUCKDB_LINE.match(line))), None)
-    return f"{lines[0]} (line {position})" if position else lines[0]

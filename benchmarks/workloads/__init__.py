@@ -1,0 +1,1 @@
+"""The benchmark's sections, one module each (see run.py)."""
