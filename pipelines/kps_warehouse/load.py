@@ -21,10 +21,11 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from kps_warehouse import dlt_adapter
 from kps_warehouse.crash_points import crash_point
-from kps_warehouse.ops.postgres import PostgresWarehouse
+from kps_warehouse.ops.postgres import PostgresSession, PostgresWarehouse
 from kps_warehouse.ops.warehouse import Warehouse
 from kps_warehouse.source import kps, new_run_id
 from kps_warehouse.source.client import ConfigError
+from kps_warehouse.transform import postgres as postgres_models
 from kps_warehouse.transform import runner
 
 PIPELINE_NAME = "kps_warehouse"
@@ -107,7 +108,7 @@ def warehouse_path() -> Path:
     if destination() == "postgres":
         raise ConfigError(
             "kps_warehouse.destination is postgres: this command reads a DuckDB warehouse only"
-            " so far; on PostgreSQL `run --no-transform` loads the raw tables"
+            " so far; on PostgreSQL, `run` and `transform` work"
         )
     value = dlt.config.get("destination.duckdb.credentials")
     if not value:
@@ -247,12 +248,7 @@ def run_postgres(
     before_publish: Callable[[Path, RunResult], None] | None,
     **source_args: Any,
 ) -> RunResult:
-    """`run` into PostgreSQL: the raw tables only, under the database's advisory lock."""
-    if transform:
-        raise ConfigError(
-            "the models do not run on PostgreSQL yet: `kps-warehouse run --no-transform`"
-            " loads the raw tables (kps_warehouse.destination = postgres)"
-        )
+    """`run` into PostgreSQL, under the database's advisory lock: load, then the models."""
     if before_publish:
         raise ConfigError("alerts keep their state in DuckDB only so far: remove the receivers")
     target = postgres_warehouse()
@@ -277,6 +273,9 @@ def run_postgres(
         extract_and_load(pipeline, cursor, clock, "postgres", run_id=run_id, **source_args)
         cursor.execute(OUTCOMES_SQL.replace("?", "%s"), [run_id])
         result = RunResult(run_id, f"postgres {target.location}", read_outcomes(cursor.fetchall()))
+        if transform:
+            with clock("transform"):
+                build_models(session, result)
     clock.stop()
     result.seconds = clock.seconds
     return result
@@ -367,6 +366,12 @@ class Phases:
 
 def transform_only(warehouse: Path | None = None) -> RunResult:
     """Rebuilds the models and runs the data tests, then publishes."""
+    if warehouse is None and destination() == "postgres":
+        database = postgres_warehouse()
+        result = RunResult("", f"postgres {database.location}")
+        with database.locked(lock_wait_seconds()) as session:
+            build_models(session, result)
+        return result
     target = Warehouse(warehouse or warehouse_path())
     result = RunResult("", target.path)
     with target.writing(lock_wait_seconds()) as writer:
@@ -376,11 +381,17 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
     return result
 
 
-def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = False) -> None:
+def build_models(
+    database: Path | PostgresSession, result: RunResult, *, keep_unchanged: bool = False
+) -> None:
     """The models built into `result`; a run rebuilds only what its load changed, while
-    `transform` rebuilds every one (after a hand-made change to a table, say)."""
+    `transform` rebuilds every one (after a hand-made change to a table, say). On PostgreSQL
+    (a session) every build is a full one."""
     try:
-        result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+        if isinstance(database, Path):
+            result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+        else:
+            result.transform = postgres_models.transform(database)
     except runner.ModelError as exc:
         result.transform_error = str(exc)
 

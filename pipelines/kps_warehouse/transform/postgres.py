@@ -51,7 +51,9 @@ def to_postgres(sql: str, renamed: dict[str, str] | None = None) -> str:
     return tree.sql(dialect="postgres")
 
 
-def transform(connection: psycopg2.extensions.connection, sql_dir: Any = SQL_DIR) -> TransformResult:
+def transform(
+    connection: psycopg2.extensions.connection, sql_dir: Any = SQL_DIR
+) -> TransformResult:
     """Builds every model in the database `connection` is open on (see the module's docstring),
     then runs the data tests. Raises ModelError, leaving the last build in place."""
     started = time.perf_counter()
