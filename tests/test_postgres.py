@@ -3,6 +3,7 @@ resumed load, against a real server (the history itself: the `destination` tests
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from datetime import datetime
@@ -240,6 +241,11 @@ def test_the_marts_on_postgres_hold_exactly_what_duckdbs_hold(
         " order by 1, 2",
     )
     assert {t for _, _, t in column_types} == {"timestamp with time zone", "date", "bigint"}
+    # the analysts' examples run as written on PostgreSQL too (their answers: test_models.py)
+    examples = re.findall(r"```sql\n(.*?)```", (SQL_DIR / "README.md").read_text(), re.S)
+    assert len(examples) == 11
+    for example in examples:
+        query(None, example)
 
 
 def test_a_failed_build_on_postgres_leaves_the_last_good_marts(
