@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from kps_warehouse import dlt_adapter, load
+from kps_warehouse import dlt_adapter
 from kps_warehouse.ops.postgres import LOCK_KEY, PostgresWarehouse
 from kps_warehouse.transform import postgres as postgres_models
 from kps_warehouse.transform.project import SQL_DIR, ModelError, build_order
@@ -114,47 +114,6 @@ def test_full_refresh_drops_the_schemas_and_dlts_state_then_loads_anew(
         (3, 0)
     ]
     assert query(None, "select count(*) from kps_raw.runs") == [(1,)]
-
-
-def test_rows_a_resumed_load_doubled_are_dropped_from_postgres_and_nothing_else(
-    simulator, configure, postgres
-):
-    project_id = simulator.add_project(tasks=30)
-    good = simulator.tasks(project_id)[0]
-    simulator.add_tasks(
-        project_id, [{**good, "task_id": f"bad-{n}", "task_time": "soon"} for n in range(2)]
-    )
-    configure()
-    for _ in range(2):  # two loads; the second stands for the one a killed run left behind
-        simulator.add_tasks(project_id, 1)
-        assert run_cli("run", "--no-transform") == 0
-    [first, resumed] = [
-        r[0] for r in query(None, "select load_id from kps_raw._dlt_loads order by 1")
-    ]
-    tables = tuple(dlt_adapter.ROW_KEYS)
-    session = psycopg2.connect(postgres)
-    session.autocommit = True
-    with session.cursor() as cursor:
-        for table in tables:
-            for load_id in (first, resumed):
-                cursor.execute(
-                    f"insert into kps_raw.{table} select * from kps_raw.{table}"
-                    " where _dlt_load_id = %s limit 2",
-                    [load_id],
-                )
-    planted = {t: sorted(query(None, f"select * from kps_raw.{t}"), key=repr) for t in tables}
-
-    with session.cursor() as cursor:
-        dlt_adapter.drop_doubled_rows(cursor, load.DATASET, [resumed])
-    session.close()
-
-    after = {t: sorted(query(None, f"select * from kps_raw.{t}"), key=repr) for t in tables}
-    for table in tables:
-        resumed_rows = [r for r in planted[table] if resumed in r]
-        first_rows = [r for r in planted[table] if first in r]
-        assert [r for r in after[table] if resumed in r] == sorted(set(resumed_rows), key=repr)
-        assert [r for r in after[table] if first in r] == first_rows  # copies left alone
-        assert len(set(resumed_rows)) < len(resumed_rows) and len(set(first_rows)) < len(first_rows)
 
 
 def comparable(rows: list[tuple], runs: dict[Any, str]) -> list[tuple]:
