@@ -250,7 +250,10 @@ def run_postgres(
 ) -> RunResult:
     """`run` into PostgreSQL, under the database's advisory lock: load, then the models."""
     if before_publish:
-        raise ConfigError("alerts keep their state in DuckDB only so far: remove the receivers")
+        raise ConfigError(
+            "kps_warehouse.alerts.receivers: alerts keep their state in DuckDB only so far;"
+            " a run into PostgreSQL takes no receivers"
+        )
     target = postgres_warehouse()
     run_id = new_run_id()
     clock = Phases()
