@@ -70,6 +70,23 @@ def test_an_unreachable_server_is_named_without_its_password(configure, warehous
     )
 
 
+def test_alert_receivers_are_refused_on_postgres_before_anything_is_loaded(
+    simulator, configure, postgres, monkeypatch, capsys
+):
+    simulator.add_project(tasks=3)
+    configure()
+    receivers = '[{"url": "http://127.0.0.1:9/hook", "format": "json"}]'
+    monkeypatch.setenv("KPS_WAREHOUSE__ALERTS__RECEIVERS", receivers)
+
+    assert run_cli("run", "--log-format", "text") == 2
+
+    assert capsys.readouterr().err == (
+        "kps-warehouse: configuration: kps_warehouse.alerts.receivers: alerts keep their state"
+        " in DuckDB only so far; a run into PostgreSQL takes no receivers\n"
+    )
+    assert query(None, "select to_regclass('kps_raw.failed_tasks')") == [(None,)]
+
+
 def test_a_second_run_waits_for_the_advisory_lock_then_gives_up_naming_the_holder(
     simulator, configure, postgres, monkeypatch
 ):
