@@ -8,7 +8,9 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psycopg2
@@ -129,6 +131,23 @@ def text_columns_holding(warehouse: Path, text: str) -> list[str]:
             ).fetchone()
             != (0,)
         ]
+
+
+@contextmanager
+def writable(warehouse: Path) -> Iterator[Any]:
+    """What writes to the configured destination: a connection to the DuckDB file, or an
+    autocommit cursor of the PostgreSQL database (see `query`)."""
+    if os.environ.get("KPS_WAREHOUSE__DESTINATION") != "postgres":
+        with duckdb.connect(str(warehouse)) as con:
+            yield con
+        return
+    con = psycopg2.connect(os.environ["DESTINATION__POSTGRES__CREDENTIALS"])
+    con.autocommit = True
+    try:
+        with con.cursor() as cursor:
+            yield cursor
+    finally:
+        con.close()
 
 
 def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:

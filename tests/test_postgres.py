@@ -3,12 +3,21 @@ resumed load, against a real server (the history itself: the `destination` tests
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import psycopg2
+import pytest
 
-from kps_warehouse import dlt_adapter, load
+from kps_warehouse import dlt_adapter
 from kps_warehouse.ops.postgres import LOCK_KEY, PostgresWarehouse
+from kps_warehouse.transform import postgres as postgres_models
+from kps_warehouse.transform.project import SQL_DIR, ModelError, build_order
 
 from .conftest import CLI, query, run_cli
 
@@ -67,20 +76,21 @@ def test_an_unreachable_server_is_named_without_its_password(
     )
 
 
-def test_models_on_postgres_are_refused_before_anything_is_loaded(
-    simulator, configure, postgres, capsys
+def test_alert_receivers_are_refused_on_postgres_before_anything_is_loaded(
+    simulator, configure, postgres, monkeypatch, capsys
 ):
     simulator.add_project(tasks=3)
     configure()
+    receivers = '[{"url": "http://127.0.0.1:9/hook", "format": "json"}]'
+    monkeypatch.setenv("KPS_WAREHOUSE__ALERTS__RECEIVERS", receivers)
 
     assert run_cli("run", "--log-format", "text") == 2
 
-    assert "the models do not run on PostgreSQL yet" in capsys.readouterr().err
-    session = psycopg2.connect(postgres)
-    with session.cursor() as cursor:
-        cursor.execute("select to_regclass('kps_raw.failed_tasks')")
-        assert cursor.fetchone() == (None,)
-    session.close()
+    assert capsys.readouterr().err == (
+        "kps-warehouse: configuration: kps_warehouse.alerts.receivers: alerts keep their state"
+        " in DuckDB only so far; a run into PostgreSQL takes no receivers\n"
+    )
+    assert query(None, "select to_regclass('kps_raw.failed_tasks')") == [(None,)]
 
 
 def test_a_second_run_waits_for_the_advisory_lock_then_gives_up_naming_the_holder(
@@ -129,42 +139,117 @@ def test_full_refresh_drops_the_schemas_and_dlts_state_then_loads_anew(
     assert query(None, "select count(*) from kps_raw.runs") == [(1,)]
 
 
-def test_rows_a_resumed_load_doubled_are_dropped_from_postgres_and_nothing_else(
-    simulator, configure, postgres
+def comparable(rows: list[tuple], runs: dict[Any, str]) -> list[tuple]:
+    """Rows with each run's id and times as its ordinal (the runs into each destination start
+    at their own times), numbers as floats (DuckDB's DOUBLE is PostgreSQL's NUMERIC), sorted by
+    all but fractions."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, datetime | str) and v in runs:
+            return runs[v]
+        if isinstance(v, int | float | Decimal) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    def key(row: tuple) -> str:  # whole numbers as they are, fractions left out
+        return repr(
+            [(int(v) if v.is_integer() else "~") if isinstance(v, float) else v for v in row]
+        )
+
+    return sorted((tuple(value(v) for v in row) for row in rows), key=key)
+
+
+def same_rows(ours: list[tuple], theirs: list[tuple]) -> bool:
+    """Equal rows, floats within 0.01: hours measured from a run's start (`hours_to_clear`)
+    differ by the seconds between the two destinations' runs."""
+    return len(ours) == len(theirs) and all(
+        len(a) == len(b)
+        and all(
+            abs(x - y) <= 0.01 if isinstance(x, float) and isinstance(y, float) else x == y
+            for x, y in zip(a, b, strict=True)
+        )
+        for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+def marts_of(warehouse: Path) -> dict[str, list[tuple]]:
+    """Every mart's rows of the configured destination, run ids and times as ordinals."""
+    runs: dict[Any, str] = {}
+    for n, (run_id, started, finished) in enumerate(
+        query(
+            warehouse,
+            "select run_id, min(started_at), max(finished_at) from kps_raw.runs"
+            " group by run_id order by run_id",
+        )
+    ):
+        runs.update({run_id: f"run {n}", started: f"run {n} start", finished: f"run {n} end"})
+    marts = [model.relation for model in build_order() if model.schema == "marts"]
+    return {mart: comparable(query(warehouse, f"select * from {mart}"), runs) for mart in marts}
+
+
+def test_the_marts_on_postgres_hold_exactly_what_duckdbs_hold(
+    simulator, configure, warehouse, postgres, monkeypatch
 ):
-    project_id = simulator.add_project(tasks=30)
-    good = simulator.tasks(project_id)[0]
+    steady = simulator.add_project(region="cn-north-4", tasks=700)
+    changing = simulator.add_project(region="ap-southeast-1", tasks=300)
     simulator.add_tasks(
-        project_id, [{**good, "task_id": f"bad-{n}", "task_time": "soon"} for n in range(2)]
+        changing, [{**simulator.tasks(changing)[0], "task_id": "no-code", "task_error_code": None}]
     )
     configure()
-    for _ in range(2):  # two loads; the second stands for the one a killed run left behind
-        simulator.add_tasks(project_id, 1)
-        assert run_cli("run", "--no-transform") == 0
-    [first, resumed] = [
-        r[0] for r in query(None, "select load_id from kps_raw._dlt_loads order by 1")
-    ]
-    tables = tuple(dlt_adapter.ROW_KEYS)
+    destinations = ("postgres", "duckdb")
+    for destination in destinations:  # the same API, first run
+        monkeypatch.setenv("KPS_WAREHOUSE__DESTINATION", destination)
+        assert run_cli("run") == 0
+    simulator.delete_tasks(changing, n=5)
+    simulator.add_tasks(changing, 7)
+    simulator.add_tasks(steady, 2)
+    marts = {}
+    for destination in destinations:  # the same changes, second run
+        monkeypatch.setenv("KPS_WAREHOUSE__DESTINATION", destination)
+        assert run_cli("run") == 0
+        marts[destination] = marts_of(warehouse)
+
+    assert marts["postgres"].keys() == marts["duckdb"].keys()
+    for mart, rows in marts["duckdb"].items():
+        assert same_rows(marts["postgres"][mart], rows), mart
+    fct = marts["postgres"]["marts.fct_failed_tasks"]
+    assert len(fct) == 700 + 2 + 301 + 7
+    assert len(marts["postgres"]) >= 4 and all(marts["postgres"].values())
+    monkeypatch.setenv("KPS_WAREHOUSE__DESTINATION", "postgres")
+    column_types = query(
+        None,
+        "select table_name, column_name, data_type from information_schema.columns"
+        " where table_schema = 'marts' and column_name in ('failed_at', 'day', 'failures')"
+        " order by 1, 2",
+    )
+    assert {t for _, _, t in column_types} == {"timestamp with time zone", "date", "bigint"}
+    # the analysts' examples run as written on PostgreSQL too (their answers: test_models.py)
+    examples = re.findall(r"```sql\n(.*?)```", (SQL_DIR / "README.md").read_text(), re.S)
+    assert len(examples) == 11
+    for example in examples:
+        query(None, example)
+
+
+def test_a_failed_build_on_postgres_leaves_the_last_good_marts(
+    simulator, configure, postgres, tmp_path
+):
+    project_id = simulator.add_project(tasks=40)
+    configure()
+    assert run_cli("run") == 0
+    before = query(None, "select count(*) from marts.fct_failed_tasks")
+    broken = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, broken)
+    (broken / "marts" / "failure_trend_server.sql").write_text(
+        "select no_such_column from kps_raw.runs\n"
+    )
+    simulator.add_tasks(project_id, 3)
+    assert run_cli("run", "--no-transform") == 0
     session = psycopg2.connect(postgres)
-    session.autocommit = True
-    with session.cursor() as cursor:
-        for table in tables:
-            for load_id in (first, resumed):
-                cursor.execute(
-                    f"insert into kps_raw.{table} select * from kps_raw.{table}"
-                    " where _dlt_load_id = %s limit 2",
-                    [load_id],
-                )
-    planted = {t: sorted(query(None, f"select * from kps_raw.{t}"), key=repr) for t in tables}
 
-    with session.cursor() as cursor:
-        dlt_adapter.drop_doubled_rows(cursor, load.DATASET, [resumed])
+    with pytest.raises(ModelError, match=r"^model marts.failure_trend_server failed: column"):
+        postgres_models.transform(session, broken)
+
     session.close()
-
-    after = {t: sorted(query(None, f"select * from kps_raw.{t}"), key=repr) for t in tables}
-    for table in tables:
-        resumed_rows = [r for r in planted[table] if resumed in r]
-        first_rows = [r for r in planted[table] if first in r]
-        assert [r for r in after[table] if resumed in r] == sorted(set(resumed_rows), key=repr)
-        assert [r for r in after[table] if first in r] == first_rows  # copies left alone
-        assert len(set(resumed_rows)) < len(resumed_rows) and len(set(first_rows)) < len(first_rows)
+    assert query(None, "select count(*) from marts.fct_failed_tasks") == before == [(40,)]
+    # nothing of the failed build is left behind
+    assert query(None, "select count(*) from pg_class where relname ~ '__(next|old)$'") == [(0,)]

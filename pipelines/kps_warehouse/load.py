@@ -21,7 +21,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from kps_warehouse import dlt_adapter
 from kps_warehouse.crash_points import crash_point
-from kps_warehouse.ops.postgres import PostgresWarehouse
+from kps_warehouse.ops.postgres import PostgresSession, PostgresWarehouse
 from kps_warehouse.ops.warehouse import Warehouse
 from kps_warehouse.source import (
     Project,
@@ -33,6 +33,7 @@ from kps_warehouse.source import (
     resolve_settings,
 )
 from kps_warehouse.source.client import ConfigError
+from kps_warehouse.transform import postgres as postgres_models
 from kps_warehouse.transform import runner
 
 PIPELINE_NAME = "kps_warehouse"
@@ -124,7 +125,7 @@ def warehouse_path() -> Path:
     if destination() == "postgres":
         raise ConfigError(
             "kps_warehouse.destination is postgres: this command reads a DuckDB warehouse only"
-            " so far; on PostgreSQL `run --no-transform` loads the raw tables"
+            " so far; on PostgreSQL, `run` and `transform` work"
         )
     value = dlt.config.get("destination.duckdb.credentials")
     if not value:
@@ -265,14 +266,12 @@ def run_postgres(
     before_publish: Callable[[Path, RunResult], None] | None,
     **source_args: Any,
 ) -> RunResult:
-    """`run` into PostgreSQL: the raw tables only, under the database's advisory lock."""
-    if transform:
-        raise ConfigError(
-            "the models do not run on PostgreSQL yet: `kps-warehouse run --no-transform`"
-            " loads the raw tables (kps_warehouse.destination = postgres)"
-        )
+    """`run` into PostgreSQL, under the database's advisory lock: load, then the models."""
     if before_publish:
-        raise ConfigError("alerts keep their state in DuckDB only so far: remove the receivers")
+        raise ConfigError(
+            "kps_warehouse.alerts.receivers: alerts keep their state in DuckDB only so far;"
+            " a run into PostgreSQL takes no receivers"
+        )
     target = postgres_warehouse()
     run_id = new_run_id()
     clock = Phases()
@@ -295,6 +294,9 @@ def run_postgres(
         extract_and_load(pipeline, cursor, clock, "postgres", run_id=run_id, **source_args)
         cursor.execute(OUTCOMES_SQL.replace("?", "%s"), [run_id])
         result = RunResult(run_id, f"postgres {target.location}", read_outcomes(cursor.fetchall()))
+        if transform:
+            with clock("transform"):
+                build_models(session, result)
     clock.stop()
     result.seconds = clock.seconds
     return result
@@ -428,6 +430,12 @@ class Phases:
 
 def transform_only(warehouse: Path | None = None) -> RunResult:
     """Rebuilds the models and runs the data tests, then publishes."""
+    if warehouse is None and destination() == "postgres":
+        database = postgres_warehouse()
+        result = RunResult("", f"postgres {database.location}")
+        with database.locked(lock_wait_seconds()) as session:
+            build_models(session, result)
+        return result
     target = Warehouse(warehouse or warehouse_path())
     result = RunResult("", target.path)
     missing = RunError(f"no warehouse at {target.path}: run `kps-warehouse run` first")
@@ -440,11 +448,17 @@ def transform_only(warehouse: Path | None = None) -> RunResult:
     return result
 
 
-def build_models(database: Path, result: RunResult, *, keep_unchanged: bool = False) -> None:
+def build_models(
+    database: Path | PostgresSession, result: RunResult, *, keep_unchanged: bool = False
+) -> None:
     """The models built into `result`; a run rebuilds only what its load changed, while
-    `transform` rebuilds every one (after a hand-made change to a table, say)."""
+    `transform` rebuilds every one (after a hand-made change to a table, say). On PostgreSQL
+    (a session) every build is a full one."""
     try:
-        result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+        if isinstance(database, Path):
+            result.transform = runner.transform(database, keep_unchanged=keep_unchanged)
+        else:
+            result.transform = postgres_models.transform(database)
     except runner.MissingSourceError as exc:
         raise RunError(f"{result.warehouse}: {exc}") from None  # nothing loaded: not published
     except runner.ModelError as exc:

@@ -21,6 +21,8 @@ import psycopg2.extensions
 from kps_warehouse.ops.warehouse import WarehouseBusy
 from kps_warehouse.source.client import ConfigError
 
+PostgresSession = psycopg2.extensions.connection
+
 # The advisory lock's key: any constant shared by every run; it locks one database only.
 LOCK_KEY = 0x6B7073  # "kps"
 # Every schema a run, the models or the alerts create, dropped by --full-refresh.
