@@ -121,6 +121,24 @@ def test_a_second_run_waits_for_the_advisory_lock_then_gives_up_naming_the_holde
     assert query(None, "select count(*) from kps_raw.failed_tasks") == [(3,)]
 
 
+def test_status_reads_the_runs_from_postgres(simulator, configure, postgres, capsys):
+    project_id = simulator.add_project(region="cn-north-4", tasks=4)
+    configure()
+    assert run_cli("run", "--no-transform") == 0
+    [(started,)] = query(None, "select started_at from kps_raw.runs")
+    capsys.readouterr()
+
+    assert run_cli("status", "--log-format", "text") == 0
+
+    location = postgres.split("@", 1)[1]
+    at = started.isoformat(timespec="seconds")
+    assert capsys.readouterr().out.splitlines() == [
+        f"warehouse postgres {location}: last successful load 0 min ago;"
+        " its models are not built (`kps-warehouse transform` builds them)",
+        f"ok     cn-north-4      {project_id}  last run {at}, last success {at}",
+    ]
+
+
 def test_full_refresh_drops_the_schemas_and_dlts_state_then_loads_anew(
     simulator, configure, postgres
 ):

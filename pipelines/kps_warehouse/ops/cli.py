@@ -632,14 +632,23 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse.load import configured_project_ids, warehouse_path
+    from kps_warehouse import load
 
     from . import demo, status
 
-    warehouse = warehouse_path()
-    # The demo's projects are not configured anywhere, yet are all its warehouse holds.
-    configured = None if demo.marker(warehouse).exists() else configured_project_ids()
-    report = status.read(warehouse, configured)
+    if load.destination() == "postgres":
+        target = load.postgres_warehouse()
+        session = target.connect("status")
+        try:
+            location = f"postgres {target.location}"
+            report = status.read_postgres(session, location, load.configured_project_ids())
+        finally:
+            session.close()
+    else:
+        warehouse = load.warehouse_path()
+        # The demo's projects are not configured anywhere, yet are all its warehouse holds.
+        configured = None if demo.marker(warehouse).exists() else load.configured_project_ids()
+        report = status.read(warehouse, configured)
     for line, fields in report.lines():
         out.event("status", line, **fields)
     code = OK
