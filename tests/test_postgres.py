@@ -139,6 +139,19 @@ def test_status_reads_the_runs_from_postgres(simulator, configure, postgres, cap
     ]
 
 
+def test_the_report_reads_the_marts_of_postgres(simulator, configure, postgres, tmp_path):
+    first = simulator.add_project(region="cn-north-4", tasks=60)
+    second = simulator.add_project(region="ap-southeast-1", tasks=30)
+    configure()
+    assert run_cli("run") == 0
+
+    assert run_cli("report", "--out", str(tmp_path / "r.html"), "--project", first) == 0
+
+    html = (tmp_path / "r.html").read_text()
+    assert first[:8] in html and second[:8] not in html
+    assert not (tmp_path / "warehouse" / "kps.duckdb").exists()  # the snapshot was temporary
+
+
 def test_full_refresh_drops_the_schemas_and_dlts_state_then_loads_anew(
     simulator, configure, postgres
 ):

@@ -125,7 +125,7 @@ def warehouse_path() -> Path:
     if destination() == "postgres":
         raise ConfigError(
             "kps_warehouse.destination is postgres: this command reads a DuckDB warehouse only"
-            " so far; on PostgreSQL, `run`, `transform` and `status` work"
+            " so far; on PostgreSQL, use `run`, `transform`, `status` and `report`"
         )
     value = dlt.config.get("destination.duckdb.credentials")
     if not value:

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -501,13 +502,31 @@ def cmd_transform(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse import report
-    from kps_warehouse.load import warehouse_path
+    from kps_warehouse import load
+    from kps_warehouse.report import postgres
 
-    warehouse = warehouse_path()
+    if load.destination() != "postgres":
+        return write_report(args, out, load.warehouse_path())
+    database = load.postgres_warehouse()
+    with tempfile.TemporaryDirectory(prefix="kps-report-") as folder:
+        snapshot = Path(folder) / "kps.duckdb"  # the marts of one moment, for the notebook
+        session = database.connect("report")
+        try:
+            postgres.snapshot(session, snapshot)
+        finally:
+            session.close()
+        default = load.DEFAULT_WAREHOUSE.absolute().parent / "report.html"
+        return write_report(args, out, snapshot, args.out or default)
+
+
+def write_report(
+    args: argparse.Namespace, out: Output, warehouse: Path, target: Path | None = None
+) -> int:
+    from kps_warehouse import report
+
     if args.projects:
         known_projects(warehouse, args.projects)
-    target = args.out or warehouse.parent / "report.html"
+    target = target or args.out or warehouse.parent / "report.html"
     path = report.render(warehouse, target, days=args.days, projects=args.projects)
     out.event("report", f"report: {path}", report=str(path))
     return OK
