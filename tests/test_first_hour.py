@@ -76,6 +76,13 @@ def test_status_says_what_an_empty_or_half_built_warehouse_holds(
     assert first.endswith("; its models are not built (`kps-warehouse transform` builds them)")
     assert line.startswith(f"ok     cn-north-4      {project_id}  last run ")
 
+    # once the models are built (fct_failed_tasks is a view), status says nothing is missing
+    assert run_cli("transform") == 0
+    capsys.readouterr()
+    assert run_cli("status") == 0
+    first, _ = capsys.readouterr().out.strip().splitlines()
+    assert first.endswith(" ago")
+
 
 def test_from_a_folder_without_configuration_run_says_where_it_looked_and_writes_nothing(
     warehouse, no_kps_settings, capsys

@@ -132,7 +132,7 @@ def read(warehouse: Path, configured: Collection[str] | None = None) -> Status:
         tables = {
             name
             for (name,) in con.execute(
-                "select schema_name || '.' || table_name from duckdb_tables()"
+                "select table_schema || '.' || table_name from information_schema.tables"
             ).fetchall()
         }
         if "kps_raw.runs" not in tables:
