@@ -17,12 +17,14 @@ E. Twice A's projects: how this project's peak memory grows with the tasks.
 F. A first run of A with the models, against A's load alone.
 G. Runs of F's warehouse in which 1% of the projects changed, against runs with nothing changed.
 H. The same changes with four times A's tasks of history, against G.
+P. A's first run and its repeat into PostgreSQL (KPS_BENCH_POSTGRES, a server's `postgres`
+   database URL; default the local server), beside the same into DuckDB.
 
 Each workload runs in its own subprocess (workers.py), so its peak memory is its own and a crash
 is a row in the table, not the end of the benchmark. The simulator runs in yet another process,
 so its CPU does not compete for the client's GIL (the machine has 2 cores: one each).
 
-    .venv/bin/python benchmarks/run.py [--scale 0.1] [--only A|B|C|D|E|F|G|H]...
+    .venv/bin/python benchmarks/run.py [--scale 0.1] [--only A|B|C|D|E|F|G|H|P]...
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from workloads.b_latency import section_b
 from workloads.d_large_projects import section_d
 from workloads.e_memory_growth import section_e
 from workloads.fgh_scheduled_runs import sections_f_g_h
+from workloads.p_postgres import section_p
 
-SECTIONS = ("A", "B", "C", "D", "E", "F", "G", "H")
+SECTIONS = ("A", "B", "C", "D", "E", "F", "G", "H", "P")
 
 
 def render(report: Report) -> str:
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             section_e(report, tmp / "e")
         if sections & {"F", "G", "H"}:
             sections_f_g_h(report, tmp / "f", *(s in sections for s in ("F", "G", "H")))
+        if "P" in sections:
+            section_p(report, tmp / "p")
     text = render(report)
     print()
     print(text)

@@ -16,8 +16,12 @@ from harness import OVERLAPPED_PHASE, PAGE_SIZE, REGION
 
 
 def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """This project: `kps_warehouse.load.run` without the models into `spec["warehouse"]`."""
+    """This project: `kps_warehouse.load.run` without the models into `spec["warehouse"]`, or
+    into the PostgreSQL database `spec["postgres"]` (a URL)."""
+    import os
+
     import duckdb
+    import psycopg2
 
     from kps_warehouse import load
     from kps_warehouse import source as kps_source
@@ -37,7 +41,11 @@ def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "region": None,
         "credentials": KpsCredentials(auth_token=spec["token"]),
     }
-    path = Path(spec["warehouse"])
+    postgres = spec.get("postgres")
+    if postgres:
+        os.environ["KPS_WAREHOUSE__DESTINATION"] = "postgres"
+        os.environ["DESTINATION__POSTGRES__CREDENTIALS"] = postgres
+    path = None if postgres else Path(spec["warehouse"])
     transform = spec.get("transform", False)
     started = time.perf_counter()
     result = load.run(path, transform=transform, **args)
@@ -51,11 +59,17 @@ def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
     if result.transform_error:
         return {"error": f"models failed: {result.transform_error}"}
     trace = _dlt_steps()
-    with duckdb.connect(str(path), read_only=True) as con:
-        table_rows, current = con.execute(
-            "select count(*), count(*) filter (where _dlt_valid_to is null)"
-            " from kps_raw.failed_tasks"
-        ).fetchone()
+    count = (
+        "select count(*), count(*) filter (where _dlt_valid_to is null) from kps_raw.failed_tasks"
+    )
+    if path is None:
+        with psycopg2.connect(postgres) as con, con.cursor() as cursor:
+            cursor.execute(count)
+            table_rows, current = cursor.fetchone()
+        con.close()
+    else:
+        with duckdb.connect(str(path), read_only=True) as con:
+            table_rows, current = con.execute(count).fetchone()
     return {
         "rows": sum(p.tasks_seen for p in result.projects),
         "seconds": seconds,
@@ -63,7 +77,7 @@ def work_ours(spec: dict[str, Any]) -> dict[str, Any]:
             "phases": {**phases, **trace},
             "table_rows": table_rows,
             "current_rows": current,
-            "file_mb": path.stat().st_size / 2**20,
+            "file_mb": path.stat().st_size / 2**20 if path else None,
             "models_kept": len(result.transform.kept) if result.transform else None,
             "models_updated": len(result.transform.updated) if result.transform else None,
             "models_failed": [t.name for t in result.transform.failed] if result.transform else [],

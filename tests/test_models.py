@@ -6,6 +6,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -636,11 +637,14 @@ README_ANSWERS = [
     ],
     [("p1", "KPS.009", 5, 0, 5), ("p1", "UNKNOWN", 1, 0, 1), ("p1", "KPS.002", 1, 0, 1)],
     [
-        (D("2026-02-02"), "server", "p1", "batch-01", 5, 0.0, 5.0),
-        (D("2026-02-02"), "error_code", "p1", "KPS.009", 5, 0.0, 5.0),
-        (D("2026-02-02"), "keypair", "p1", "kp-c", 5, 0.08, 4.9),
+        (D("2026-02-02"), "server", "p1", "batch-01", 5, Decimal("0.00"), Decimal("5.0")),
+        (D("2026-02-02"), "error_code", "p1", "KPS.009", 5, Decimal("0.00"), Decimal("5.0")),
+        (D("2026-02-02"), "keypair", "p1", "kp-c", 5, Decimal("0.08"), Decimal("4.9")),
     ],
-    [("KPS.003", 1, 314.0, 314.0), ("UNKNOWN", 1, 60.0, 60.0)],
+    [
+        ("KPS.003", 1, Decimal("314.0"), Decimal("314.0")),
+        ("UNKNOWN", 1, Decimal("60.0"), Decimal("60.0")),
+    ],
     [("p1", "t3", "kp-b", "web-01b", "KPS.002", R2, 1, True)],
     [("p3", "cn-north-4", 5, "ok", R5)],
     [

@@ -13,16 +13,20 @@ import shutil
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dlt
 import duckdb
 import pyarrow as pa
+from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.specs import BaseConfiguration
 from dlt.common.exceptions import PipelineStateNotAvailable
 from dlt.common.pipeline import current_pipeline
 from dlt.common.runtime.collector import NullCollector
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
+from dlt.common.typing import TSecretStrValue
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 
 from kps_warehouse.crash_points import crash_point
 
@@ -37,6 +41,38 @@ ROW_KEYS = {
 }
 # The tables loaded by merge: dlt keeps a copy of their rows in `<dataset>_staging`.
 MERGED_TABLES = ("failed_tasks",)
+
+
+class Executes(Protocol):
+    """A DuckDB connection or a psycopg2 cursor: what the clean-up statements run through."""
+
+    def execute(self, query: str, /) -> Any: ...
+
+
+@configspec(init=False)
+class OptionalPasswordCredentials(PostgresCredentials):
+    """dlt's PostgreSQL credentials, where dlt demands a password even from a server that
+    trusts the user (`postgresql://postgres@127.0.0.1:5432/test`): here it may be left out,
+    and libpq asks for none unless the server does."""
+
+    password: TSecretStrValue | None = None
+
+
+@configspec
+class PostgresDestination(BaseConfiguration):
+    credentials: OptionalPasswordCredentials = None
+
+
+def postgres_credentials() -> OptionalPasswordCredentials:
+    """`destination.postgres.credentials` (a connection string or its parts), resolved by dlt's
+    providers as dlt itself would. Raises dlt's ConfigurationException when it is missing."""
+    resolved = resolve_configuration(PostgresDestination(), sections=("destination", "postgres"))
+    return resolved.credentials
+
+
+def postgres_destination(credentials: OptionalPasswordCredentials) -> Any:
+    """dlt's PostgreSQL destination for resolved `credentials`."""
+    return dlt.destinations.postgres(credentials=credentials)
 
 
 def duckdb_destination(connection: duckdb.DuckDBPyConnection) -> Any:
@@ -96,9 +132,7 @@ def drop_working_folder(pipelines_dir: Path, pipeline_name: str) -> None:
     shutil.rmtree(pipelines_dir / pipeline_name, ignore_errors=True)
 
 
-def finish_pending_load(
-    pipeline: dlt.Pipeline, connection: duckdb.DuckDBPyConnection, dataset: str
-) -> None:
+def finish_pending_load(pipeline: dlt.Pipeline, connection: Executes, dataset: str) -> None:
     """Loads what a killed run extracted or normalized but did not load.
 
     dlt's `run` would do it too, but then return without extracting the source it was given,
@@ -114,29 +148,31 @@ def finish_pending_load(
         drop_doubled_rows(connection, dataset, pending)
 
 
-def drop_doubled_rows(
-    connection: duckdb.DuckDBPyConnection, dataset: str, load_ids: list[str]
-) -> None:
-    """A resumed load runs again a job whose rows DuckDB committed before the kill (dlt marks a
-    job done only after): they then arrive twice. A version of a task, a project's row of a
-    run, or a reject exists once; extra copies among the rows of the resumed `load_ids` are
-    deleted, and no other row is looked at."""
+def drop_doubled_rows(connection: Executes, dataset: str, load_ids: list[str]) -> None:
+    """A resumed load runs again a job whose rows the destination committed before the kill
+    (dlt marks a job done only after): they then arrive twice. A version of a task, a project's
+    row of a run, or a reject exists once; extra copies among the rows of the resumed
+    `load_ids` are deleted, and no other row is looked at."""
+    # the physical row address: DuckDB's rowid, PostgreSQL's ctid
+    row = "rowid" if isinstance(connection, duckdb.DuckDBPyConnection) else "ctid"
+    if not all(load_id.replace(".", "").isdigit() for load_id in load_ids):
+        raise ValueError(f"unexpected dlt load ids {load_ids!r}")
+    resumed = ", ".join(f"'{load_id}'" for load_id in load_ids)
     for table, key in ROW_KEYS.items():
         connection.execute(
             f"""
-            delete from {dataset}.{table} where rowid in (
-                select rowid from (
-                    select rowid, row_number() over (partition by {key} order by rowid) as copy
+            delete from {dataset}.{table} where {row} in (
+                select {row} from (
+                    select {row}, row_number() over (partition by {key} order by {row}) as copy
                     from {dataset}.{table}
-                    where {LOAD_ID} in (select unnest($load_ids))
-                ) where copy > 1
+                    where {LOAD_ID} in ({resumed})
+                ) as numbered where copy > 1
             )
-            """,
-            {"load_ids": load_ids},
+            """
         )
 
 
-def drop_load_leftovers(connection: duckdb.DuckDBPyConnection, dataset: str) -> None:
+def drop_load_leftovers(connection: Executes, dataset: str) -> None:
     """What a load leaves behind that nothing reads again.
 
     - The staging copy of the merged rows: dlt empties it only at the next load; emptied now,

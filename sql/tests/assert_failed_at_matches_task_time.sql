@@ -7,4 +7,6 @@ select
     task_time,
     failed_at
 from kps_raw.failed_tasks
-where cast(epoch_ms(failed_at) as varchar) is distinct from trim(task_time)
+-- epoch milliseconds spelled so that PostgreSQL reads it too (DuckDB's epoch_ms is its own)
+where cast(cast(extract(epoch from failed_at) * 1000 as bigint) as varchar)
+    is distinct from trim(task_time)

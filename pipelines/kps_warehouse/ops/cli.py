@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -264,6 +265,12 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         out.warning(hint)
     if args.dry_run:
         return dry_run(out, **source_args)
+    if load.destination() == "postgres":  # a database: no file, no demo in it
+        if args.full_refresh:
+            if not confirm_full_refresh(args, out):
+                return USAGE
+            load.drop_warehouse()
+        return run_and_print(args, out, config, None, **source_args)
     warehouse = load.warehouse_path()
     if args.full_refresh or demo.marker(warehouse).exists():
         if not args.full_refresh:
@@ -298,7 +305,7 @@ def run_and_print(
     args: argparse.Namespace,
     out: Output,
     config: Configuration,
-    warehouse: Path,
+    warehouse: Path | None,
     *,
     notify: bool = True,
     **source_args: Any,
@@ -495,13 +502,31 @@ def cmd_transform(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse import report
-    from kps_warehouse.load import warehouse_path
+    from kps_warehouse import load
+    from kps_warehouse.report import postgres
 
-    warehouse = warehouse_path()
+    if load.destination() != "postgres":
+        return write_report(args, out, load.warehouse_path())
+    database = load.postgres_warehouse()
+    with tempfile.TemporaryDirectory(prefix="kps-report-") as folder:
+        snapshot = Path(folder) / "kps.duckdb"  # the marts of one moment, for the notebook
+        session = database.connect("report")
+        try:
+            postgres.snapshot(session, snapshot)
+        finally:
+            session.close()
+        default = load.DEFAULT_WAREHOUSE.absolute().parent / "report.html"
+        return write_report(args, out, snapshot, args.out or default)
+
+
+def write_report(
+    args: argparse.Namespace, out: Output, warehouse: Path, target: Path | None = None
+) -> int:
+    from kps_warehouse import report
+
     if args.projects:
         known_projects(warehouse, args.projects)
-    target = args.out or warehouse.parent / "report.html"
+    target = target or args.out or warehouse.parent / "report.html"
     path = report.render(warehouse, target, days=args.days, projects=args.projects)
     out.event("report", f"report: {path}", report=str(path))
     return OK
@@ -626,14 +651,23 @@ def cmd_simulate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from kps_warehouse.load import configured_project_ids, warehouse_path
+    from kps_warehouse import load
 
     from . import demo, status
 
-    warehouse = warehouse_path()
-    # The demo's projects are not configured anywhere, yet are all its warehouse holds.
-    configured = None if demo.marker(warehouse).exists() else configured_project_ids()
-    report = status.read(warehouse, configured)
+    if load.destination() == "postgres":
+        target = load.postgres_warehouse()
+        session = target.connect("status")
+        try:
+            location = f"postgres {target.location}"
+            report = status.read_postgres(session, location, load.configured_project_ids())
+        finally:
+            session.close()
+    else:
+        warehouse = load.warehouse_path()
+        # The demo's projects are not configured anywhere, yet are all its warehouse holds.
+        configured = None if demo.marker(warehouse).exists() else load.configured_project_ids()
+        report = status.read(warehouse, configured)
     for line, fields in report.lines():
         out.event("status", line, **fields)
     code = OK

@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from kps_warehouse.transform.postgres import to_postgres
+
 LAST_RUNS_SQL = """
 with runs as (
     select
@@ -58,7 +60,7 @@ class ProjectStatus:
 
 @dataclass
 class Status:
-    warehouse: Path
+    warehouse: Path | str  # the DuckDB file, or "postgres host:port/database"
     projects: list[ProjectStatus]
     # What the warehouse holds when it holds no runs: "missing", "empty" or "no models".
     found: str | None = None
@@ -136,6 +138,28 @@ def read(warehouse: Path, configured: Collection[str] | None = None) -> Status:
         if "kps_raw.runs" not in tables:
             return Status(warehouse, [], "empty", sorted(configured or ()))
         rows = [ProjectStatus(*row) for row in con.execute(LAST_RUNS_SQL).fetchall()]
+    return _status(warehouse, rows, tables, configured)
+
+
+def read_postgres(session: Any, location: str, configured: Collection[str] | None = None) -> Status:
+    """The same from the PostgreSQL database `session` is open on, named `location`."""
+    with session.cursor() as cursor:
+        cursor.execute("set timezone = 'UTC'")
+        cursor.execute("select table_schema || '.' || table_name from information_schema.tables")
+        tables = {name for (name,) in cursor.fetchall()}
+        if "kps_raw.runs" not in tables:
+            return Status(location, [], "empty", sorted(configured or ()))
+        cursor.execute(to_postgres(LAST_RUNS_SQL))
+        rows = [ProjectStatus(*row) for row in cursor.fetchall()]
+    return _status(location, rows, tables, configured)
+
+
+def _status(
+    warehouse: Path | str,
+    rows: list[ProjectStatus],
+    tables: set[str],
+    configured: Collection[str] | None,
+) -> Status:
     found = None if "marts.fct_failed_tasks" in tables else "no models"
     if configured is None:
         return Status(warehouse, rows, found)
