@@ -7,24 +7,24 @@ key_days as (
     select * from intermediate.int_failures__key_days
 ),
 
+failure_keys as (
+    select * from intermediate.int_failures__keys
+),
+
 latest_day as (
     select * from intermediate.int_latest_day
 ),
 
+-- the days below are numbered by key: windows partitioned by one number run much faster than
+-- by three text ids
 keys as (
     select
-        -- the days below are numbered by key: windows partitioned by one number run much
-        -- faster than by three text ids
         row_number() over (order by dimension, project_id, key) as key_number,
         dimension,
         project_id,
         key,
-        min(day) as first_day
-    from key_days
-    group by
-        dimension,
-        project_id,
-        key
+        first_day
+    from failure_keys
 ),
 
 numbered_key_days as (

@@ -14,12 +14,6 @@ latest_day as (
     select * from intermediate.int_latest_day
 ),
 
-periods as (
-    select 7 as window_days
-    union all
-    select 30 as window_days
-),
-
 -- servers are shown by name; key pairs and error codes are their own labels
 server_labels as (
     select
@@ -32,25 +26,41 @@ server_labels as (
 
 -- the longest period and the one before it: 60 days
 recent_failures as (
-    select failures.*
+    select
+        failures.dimension,
+        failures.project_id,
+        failures.key,
+        latest_day.day - failures.failed_day as days_ago,
+        failures.is_open,
+        failures.hours_to_clear
     from failures
     cross join latest_day
     where failures.failed_day > latest_day.day - 60
 ),
 
-in_periods as (
+-- both periods in one pass over the failures; a period is days_ago < its length
+by_key as (
     select
-        recent_failures.dimension,
-        recent_failures.project_id,
-        recent_failures.key,
-        periods.window_days,
-        recent_failures.failed_day > latest_day.day - periods.window_days as is_current,
-        recent_failures.is_open,
-        recent_failures.hours_to_clear
+        dimension,
+        project_id,
+        key,
+        count(*) filter (where days_ago < 7) as failures_7,
+        count(*) filter (where days_ago >= 7 and days_ago < 14) as failures_prev_7,
+        count(*) filter (where days_ago < 7 and is_open) as open_tasks_7,
+        percentile_cont(0.5) within group (
+            order by case when days_ago < 7 then hours_to_clear end
+        ) as median_hours_to_clear_7,
+        count(*) filter (where days_ago < 30) as failures_30,
+        count(*) filter (where days_ago >= 30) as failures_prev_30,
+        count(*) filter (where days_ago < 30 and is_open) as open_tasks_30,
+        percentile_cont(0.5) within group (
+            order by case when days_ago < 30 then hours_to_clear end
+        ) as median_hours_to_clear_30
     from recent_failures
-    cross join periods
-    cross join latest_day
-    where recent_failures.failed_day > latest_day.day - 2 * periods.window_days
+    group by
+        dimension,
+        project_id,
+        key
 ),
 
 summarised as (
@@ -58,19 +68,23 @@ summarised as (
         dimension,
         project_id,
         key,
-        window_days,
-        count(*) filter (where is_current) as failures,
-        count(*) filter (where not is_current) as failures_prev,
-        count(*) filter (where is_current and is_open) as open_tasks,
-        percentile_cont(0.5) within group (
-            order by case when is_current then hours_to_clear end
-        ) as median_hours_to_clear
-    from in_periods
-    group by
+        7 as window_days,
+        failures_7 as failures,
+        failures_prev_7 as failures_prev,
+        open_tasks_7 as open_tasks,
+        median_hours_to_clear_7 as median_hours_to_clear
+    from by_key
+    union all
+    select
         dimension,
         project_id,
         key,
-        window_days
+        30 as window_days,
+        failures_30 as failures,
+        failures_prev_30 as failures_prev,
+        open_tasks_30 as open_tasks,
+        median_hours_to_clear_30 as median_hours_to_clear
+    from by_key
 ),
 
 final as (

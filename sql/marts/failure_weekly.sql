@@ -2,31 +2,19 @@
 -- failure to the latest week in the data: the long view of the daily trends
 with
 
-tasks as (
-    select * from intermediate.int_tasks__latest
+weekly as (
+    select * from intermediate.int_failures__weekly
 ),
 
 latest_day as (
     select * from intermediate.int_latest_day
 ),
 
-tasks_by_week as (
-    select
-        project_id,
-        cast(date_trunc('week', failed_day) as date) as week_start,
-        keypair_name,
-        server_id,
-        error_code,
-        is_open,
-        hours_to_clear
-    from tasks
-),
-
 project_starts as (
     select
         project_id,
         min(week_start) as first_week
-    from tasks_by_week
+    from weekly
     group by project_id
 ),
 
@@ -41,22 +29,6 @@ weeks as (
         cast(date_trunc('week', latest_day.day) as date),
         interval '7 days'
     ) as spine (week_start)
-),
-
-weekly as (
-    select
-        project_id,
-        week_start,
-        count(*) as failures,
-        count(distinct keypair_name) as keypairs_affected,
-        count(distinct server_id) as servers_affected,
-        count(distinct error_code) as error_codes_seen,
-        count(*) filter (where is_open) as still_open,
-        percentile_cont(0.5) within group (order by hours_to_clear) as median_hours_to_clear
-    from tasks_by_week
-    group by
-        project_id,
-        week_start
 ),
 
 filled as (

@@ -1,25 +1,20 @@
 -- the rows intermediate.int_failures__daily gains when the latest day in the data moves on from
--- $previous_latest_day: every key's series goes on, zero-filled, to the new latest day, and the
--- rolling windows of the new days reach back 13 days into the rows already there
+-- $previous_latest_day: every key's series goes on, zero-filled, to the new latest day. The
+-- rolling windows of a new day reach back 13 days; only the days with failures add to them, so
+-- they are summed from the sparse key days, not from the zero-filled rows already there
 with
 
-recent_days as (
-    select * from intermediate.int_failures__daily
-    where day > cast($previous_latest_day as date) - 14
+keys as (
+    select * from intermediate.int_failures__keys
+),
+
+recent_key_days as (
+    select * from intermediate.int_failures__key_days
+    where day > cast($previous_latest_day as date) - 13
 ),
 
 latest_day as (
     select * from intermediate.int_latest_day
-),
-
--- every series reaches the previous latest day: its row of that day names the key
-keys as (
-    select
-        dimension,
-        project_id,
-        key
-    from recent_days
-    where day = cast($previous_latest_day as date)
 ),
 
 new_days as (
@@ -27,62 +22,48 @@ new_days as (
         keys.dimension,
         keys.project_id,
         keys.key,
-        cast(spine.day as date) as day,
-        0 as failures,
-        0 as breadth
+        cast(spine.day as date) as day
     from keys
     cross join latest_day
     cross join generate_series(
-        cast($previous_latest_day as date) + 1,
+        -- a key that first failed on a new day starts there
+        greatest(keys.first_day, cast($previous_latest_day as date) + 1),
         latest_day.day,
         interval '1 day'
     ) as spine (day)
 ),
 
-series as (
-    select dimension, project_id, key, day, failures, breadth
-    from recent_days
-    union all
-    select dimension, project_id, key, day, failures, breadth
-    from new_days
-),
-
-windowed as (
-    select
-        dimension,
-        day,
-        project_id,
-        key,
-        failures,
-        cast(sum(failures) over last_7_days as bigint) as failures_7d,
-        cast(coalesce(sum(failures) over previous_7_days, 0) as bigint) as failures_prev_7d,
-        breadth
-    from series
-    window
-        last_7_days as (
-            partition by dimension, project_id, key
-            order by day
-            rows between 6 preceding and current row
-        ),
-        previous_7_days as (
-            partition by dimension, project_id, key
-            order by day
-            rows between 13 preceding and 7 preceding
-        )
-),
-
 final as (
     select
-        dimension,
-        day,
-        project_id,
-        key,
-        cast(failures as bigint) as failures,
-        failures_7d,
-        failures_prev_7d,
-        cast(breadth as bigint) as breadth
-    from windowed
-    where day > cast($previous_latest_day as date)
+        new_days.dimension,
+        new_days.day,
+        new_days.project_id,
+        new_days.key,
+        cast(coalesce(sum(recent_key_days.failures) filter (
+            where recent_key_days.day = new_days.day
+        ), 0) as bigint) as failures,
+        -- the 7 days ending on day, and the 7 before those
+        cast(coalesce(sum(recent_key_days.failures) filter (
+            where recent_key_days.day > new_days.day - 7
+        ), 0) as bigint) as failures_7d,
+        cast(coalesce(sum(recent_key_days.failures) filter (
+            where recent_key_days.day <= new_days.day - 7
+        ), 0) as bigint) as failures_prev_7d,
+        cast(coalesce(max(recent_key_days.breadth) filter (
+            where recent_key_days.day = new_days.day
+        ), 0) as bigint) as breadth
+    from new_days
+    left join recent_key_days
+        on recent_key_days.dimension = new_days.dimension
+        and recent_key_days.project_id = new_days.project_id
+        and recent_key_days.key = new_days.key
+        and recent_key_days.day > new_days.day - 14
+        and recent_key_days.day <= new_days.day
+    group by
+        new_days.dimension,
+        new_days.day,
+        new_days.project_id,
+        new_days.key
 )
 
 select * from final

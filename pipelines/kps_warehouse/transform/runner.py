@@ -250,6 +250,17 @@ def _needs_full(model: Model, delta: Delta) -> bool:
 
 
 def _create(con: duckdb.DuckDBPyConnection, model: Model) -> None:
+    schema, name = model.relation.split(".")
+    (was,) = con.execute(
+        "select coalesce(any_value(kind), '') from ("
+        " select 'table' as kind from duckdb_tables() where schema_name = $schema"
+        " and table_name = $name and database_name = current_database()"
+        " union all select 'view' from duckdb_views() where schema_name = $schema"
+        " and view_name = $name and database_name = current_database())",
+        {"schema": schema, "name": name},
+    ).fetchone()
+    if was and was != model.kind:  # a model made a view from a table, or the other way round
+        con.execute(f"drop {was} {model.relation}")
     # on the same line as the model's first line, so that line numbers still match
     con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
 
@@ -353,10 +364,11 @@ def _digest(statement: str, reads: Iterable[str], keys: Mapping[str, str]) -> st
 def _columns(
     con: duckdb.DuckDBPyConnection, relation: str | None = None
 ) -> dict[str, set[str]] | set[str]:
+    # duckdb_columns() lists views too, and reads far less than information_schema.columns
     rows = con.execute(
-        "select table_schema || '.' || table_name, column_name from information_schema.columns"
-        " where table_catalog = current_database()"
-        + (" and table_schema || '.' || table_name = ?" if relation else ""),
+        "select schema_name || '.' || table_name, column_name from duckdb_columns()"
+        " where database_name = current_database() and not internal"
+        + (" and schema_name || '.' || table_name = ?" if relation else ""),
         [relation] if relation else [],
     ).fetchall()
     found: dict[str, set[str]] = {}
@@ -404,7 +416,11 @@ def _run_tests(
             results.append(_run_test(con, test, test.sql))
         if key is not None and results[-1].failures == 0:
             passing.append([key, identity])
-    con.executemany(f"insert or ignore into {PASSES_TABLE} values (?, ?)", passing)
+    if passing:  # one statement: executemany would run one per test
+        con.execute(
+            f"insert or ignore into {PASSES_TABLE} select unnest($keys), unnest($tests)",
+            {"keys": [key for key, _ in passing], "tests": [test for _, test in passing]},
+        )
     return results
 
 
