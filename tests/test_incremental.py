@@ -1,5 +1,6 @@
-"""Incremental equals full: after any sequence of runs, every model a run built incrementally
-equals, row for row, what `transform` rebuilds from the same raw tables."""
+"""Incremental equals full: after any sequence of runs, runs killed at any point among them,
+every model a run built incrementally equals, row for row, what `transform` rebuilds from the
+same raw tables."""
 
 from __future__ import annotations
 
