@@ -1,10 +1,14 @@
-"""Incremental equals full: after any sequence of runs, every model a run built incrementally
-equals, row for row, what `transform` rebuilds from the same raw tables."""
+"""Incremental equals full: after any sequence of runs, runs killed at any point among them,
+every model a run built incrementally equals, row for row, what `transform` rebuilds from the
+same raw tables."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from kps_simulator import Simulator
-from kps_warehouse import load
+from kps_warehouse import crash_points, load
 from kps_warehouse.transform import runner
 from kps_warehouse.transform.runner import build_order
 
-from .conftest import query
+from .conftest import CLI, query
 
 MODELS = build_order()
 DAY_MS = 86_400_000
@@ -71,7 +75,26 @@ def changed_tasks(simulator: Simulator, project: str, rng: random.Random, n: int
     return tasks
 
 
-STEPS = ("nothing", "added", "new day", "cleared", "changed", "returned", "failed", "one project")
+def run_killed(point: str) -> None:
+    """`kps-warehouse run` in a process of its own, configured as this one is (through the
+    environment, see `configure`), killed at the crash point `point`."""
+    env = {**os.environ, crash_points.ENVIRONMENT_VARIABLE: point}
+    killed = subprocess.run([CLI, "run"], capture_output=True, text=True, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert f"kps-warehouse: crash point {point} reached" in killed.stderr
+
+
+STEPS = (
+    "nothing",
+    "added",
+    "new day",
+    "cleared",
+    "changed",
+    "returned",
+    "failed",
+    "one project",
+    "killed",
+)
 
 
 def one_step(
@@ -99,6 +122,12 @@ def one_step(
     elif step == "one project":  # a run limited to one project changes it
         simulator.delete_tasks(project, n=2)
         options = {"projects": {"cn-north-4": [project]}}
+    elif step == "killed":  # runs killed at every point in turn: the next one makes up for them
+        for point in rng.sample(crash_points.POINTS, len(crash_points.POINTS)):
+            project = rng.choice(projects)
+            simulator.add_tasks(project, rng.randint(1, 5))
+            cleared += [(project, t) for t in simulator.delete_tasks(project, n=rng.randint(1, 3))]
+            run_killed(point)
     return options
 
 

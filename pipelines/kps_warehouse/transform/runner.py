@@ -25,6 +25,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from kps_warehouse.crash_points import crash_point
 from kps_warehouse.transform import changes
 from kps_warehouse.transform.changes import FULL, NONE, PROJECT_KEY, Delta
 from kps_warehouse.transform.project import (
@@ -229,6 +230,7 @@ def _build(
         changes.store_states(con, states)
         # the passes were on the last build: with this one, they hold until the tests say so
         con.execute(f"delete from {PASSES_TABLE}")
+        crash_point("mid-transform")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
