@@ -4,7 +4,9 @@
 -- visible name (as in marts.dim_servers)
 with
 
-tasks as (
+-- read by each branch below as it needs it: materialized once, every task would be copied in
+-- full first, only to be filtered (by day, by project) afterwards
+tasks as not materialized (
     select * from intermediate.int_tasks__latest
 ),
 
