@@ -30,6 +30,8 @@ NOW_MS = 1_772_323_200_000  # 2026-03-01T00:00:00Z: the same data on every run
 REGION = "cn-north-4"
 PAGE_SIZE = 1000  # the API's maximum, and this project's default
 DAY_MS = 86_400_000
+# The simulator's tasks fail within 120 days; H's history is made of periods this long.
+HISTORY_PERIOD_MS = 120 * DAY_MS
 
 # Workload A, which C, E, F, G and H start from: one full page per project, so every pass also
 # asks for an empty one.
@@ -113,15 +115,16 @@ def change_projects(sim: Any, ids: list[str], share: float, seed: int) -> None:
             )
 
 
-def turn_over(sim: Any, ids: list[str], tasks: int, seed: int) -> None:
-    """Every project's listed tasks cleared and as many new ones listed: the history grows by
-    the tasks listed, and what the API lists stays as large."""
-    from kps_simulator.data import generate_tasks
-
-    rng = random.Random(seed)
+def turn_over(sim: Any, ids: list[str], tasks: int, periods_ago: int) -> None:
+    """Every project's listed tasks cleared and as many listed that failed `periods_ago` periods
+    of 120 days before NOW_MS (0: the present), on the project's own key pairs and servers: the
+    history grows by the tasks listed, and what the API lists stays as large."""
     for project_id in ids:
         sim.delete_tasks(project_id, n=tasks)
-        sim.add_tasks(project_id, generate_tasks(rng, tasks, now_ms=NOW_MS))
+        sim.add_tasks(
+            project_id,
+            sim.draw_tasks(project_id, tasks, now_ms=NOW_MS - periods_ago * HISTORY_PERIOD_MS),
+        )
 
 
 class SimulatorProcess:
@@ -153,8 +156,8 @@ class SimulatorProcess:
         self._conn.send(("change", share, seed))
         self._conn.recv()
 
-    def turn_over(self, tasks: int, seed: int) -> None:
-        self._conn.send(("turnover", tasks, seed))
+    def turn_over(self, tasks: int, periods_ago: int) -> None:
+        self._conn.send(("turnover", tasks, periods_ago))
         self._conn.recv()
 
     def stats(self) -> dict[str, Any]:

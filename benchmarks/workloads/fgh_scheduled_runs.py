@@ -3,8 +3,11 @@
 F: a first run of A with the models, against A's load alone. G: runs of F's warehouse in which
 1% of the projects changed (a few new failures and clearings each, one on a new day, so the latest
 day in the data moves on), against runs in which nothing changed. H: the same changes on a
-warehouse holding four times A's tasks of history, of which A's are listed now (three times
-every project's tasks were cleared and as many new ones listed), against G.
+warehouse holding four times A's tasks of history, of which A's are listed now, against G. The
+history is four periods of 120 days, loaded oldest first: in each, every project listed as many
+tasks as in A, on its own key pairs and servers, all cleared when the next period began. (Until
+2026-12-04 every period's tasks failed in the same 120 days, on new key pairs and servers each
+time: four times the present's failures rather than four times its history.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from harness import (
 )
 
 CHANGED_SHARE = 0.01
-TURNOVERS = 3  # H's history: A's tasks, then as many again this many times
+HISTORY_PERIODS = 4  # H's history: this many periods of A's tasks, the last one the present
 MAX_F_VS_LOAD = 2.0
 MAX_G_VS_UNCHANGED = 1.5
 MAX_H_VS_G = 1.5
@@ -55,9 +58,8 @@ def sections_f_g_h(report: Report, tmp: Path, run_f: bool, run_g: bool, run_h: b
             section_g(report, unchanged, changed)
         if run_h:
             history = tmp / "h"
-            scheduled_run(sim, "ours, history loaded", ids, history, transform=False)
-            for turn in range(TURNOVERS):
-                sim.turn_over(A_TASKS, seed=turn)
+            for periods_ago in reversed(range(HISTORY_PERIODS)):
+                sim.turn_over(A_TASKS, periods_ago)
                 scheduled_run(sim, "ours, history loaded", ids, history, transform=False)
             built = scheduled_run(sim, "ours, first build at 4x history", ids, history)
             changed = changed_runs(

@@ -160,6 +160,13 @@ class Simulator:
             tasks = self._new_tasks(project, n) if isinstance(n, int) else n
             return copy.deepcopy(insert(project, tasks))
 
+    def draw_tasks(self, project_id: str, n: int, *, now_ms: int, days: float = 120) -> list[dict]:
+        """n tasks of the project's own key pairs and servers, failed in the `days` before
+        `now_ms`, not added: an earlier period of its history, say."""
+        with self._lock:
+            project = self._project(project_id)
+            return generate_tasks(project.rng, n, now_ms=now_ms, days=days, pool=project.pool)
+
     def delete_tasks(self, project_id: str, n: int = 1, ids: list[str] | None = None) -> list[dict]:
         """Remove the tasks with these ids, or else n random ones (all, if fewer remain)."""
         with self._lock:

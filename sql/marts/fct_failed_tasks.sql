@@ -6,36 +6,8 @@ tasks as (
     select * from intermediate.int_tasks__latest
 ),
 
-runs as (
-    select * from staging.stg_kps__runs
-),
-
--- tasks share few validity intervals (each starts and ends at a run), so runs are matched to
--- the distinct intervals rather than to every task
-validity_intervals as (
-    select distinct
-        project_id,
-        valid_from,
-        cleared_at as valid_to
-    from tasks
-),
-
 last_seen as (
-    select
-        validity_intervals.project_id,
-        validity_intervals.valid_from,
-        validity_intervals.valid_to,
-        max(runs.started_at) as last_seen_at
-    from validity_intervals
-    inner join runs
-        on runs.project_id = validity_intervals.project_id
-        and runs.started_at >= validity_intervals.valid_from
-        and (validity_intervals.valid_to is null or runs.started_at < validity_intervals.valid_to)
-    where runs.is_ok
-    group by
-        validity_intervals.project_id,
-        validity_intervals.valid_from,
-        validity_intervals.valid_to
+    select * from intermediate.int_tasks__last_seen
 ),
 
 final as (

@@ -1,11 +1,13 @@
--- a task is first seen before (or when) it is last seen, and last seen before it is cleared
+-- local: project_id
+-- a task is first seen before (or when) its latest version is, and cleared after it: with
+-- last_seen_at within the version's interval (assert_last_seen_within_its_interval), every row
+-- of marts.fct_failed_tasks is first seen, last seen and cleared in that order
 select
     project_id,
     task_id,
     first_seen_at,
-    last_seen_at,
+    valid_from,
     cleared_at
-from marts.fct_failed_tasks
-where last_seen_at < first_seen_at
-    or cleared_at <= last_seen_at
-    or cleared_at < first_seen_at
+from intermediate.int_tasks__latest
+where first_seen_at > valid_from
+    or cleared_at <= valid_from

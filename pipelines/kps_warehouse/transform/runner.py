@@ -59,10 +59,11 @@ BUILDS_TABLE = "main.model_builds"
 PASSES_TABLE = "main.data_test_passes"
 # The one-row model of the latest day in the data, whose moves the `new_days` models follow.
 LATEST_DAY_MODEL = "intermediate.int_latest_day"
-# DuckDB's default is 80% of the machine: a full build at a million tasks took 1.2 GB. Past
-# this it spills to disk, which costs a full build about a tenth of its time
-# (benchmarks/HISTORY.md); a run's incremental build stays far below it.
-MEMORY_LIMIT = "400MB"
+# What DuckDB may hold while it builds a model whole; past it, the large joins and windows spill
+# to disk. Its default, 80% of the machine, took a full build at a million tasks to 1.2 GB.
+# Only there: under a limit, the scans of an incremental build at four million tasks re-read
+# their columns from disk, several times slower (benchmarks/HISTORY.md).
+BUILD_MEMORY_LIMIT = "500MB"
 
 
 class MissingSourceError(ModelError):
@@ -147,7 +148,6 @@ def transform(
         con.execute("set enable_progress_bar = false")
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
-        con.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
         _check_sources(con, models)
         passes = _passes(con)
         build = _build(con, models, sql_dir, keep_unchanged)
@@ -268,8 +268,12 @@ def _create(con: duckdb.DuckDBPyConnection, model: Model) -> None:
     ).fetchone()
     if was and was != model.kind:  # a model made a view from a table, or the other way round
         con.execute(f"drop {was} {model.relation}")
-    # on the same line as the model's first line, so that line numbers still match
-    con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
+    con.execute(f"set memory_limit = '{BUILD_MEMORY_LIMIT}'")
+    try:
+        # on the same line as the model's first line, so that line numbers still match
+        con.execute(f"create or replace {model.kind} {model.relation} as {model.sql}")
+    finally:
+        con.execute("reset memory_limit")
 
 
 def _latest_day(
