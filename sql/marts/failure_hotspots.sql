@@ -63,28 +63,34 @@ by_key as (
         key
 ),
 
+periods as (
+    select 7 as window_days
+    union all
+    select 30 as window_days
+),
+
+-- one row per key and period; by_key is read once, so that a filter on the project reaches
+-- the failures it is made of (a CTE read twice is computed whole first)
 summarised as (
     select
-        dimension,
-        project_id,
-        key,
-        7 as window_days,
-        failures_7 as failures,
-        failures_prev_7 as failures_prev,
-        open_tasks_7 as open_tasks,
-        median_hours_to_clear_7 as median_hours_to_clear
+        by_key.dimension,
+        by_key.project_id,
+        by_key.key,
+        periods.window_days,
+        case when periods.window_days = 7 then by_key.failures_7 else by_key.failures_30 end
+        as failures,
+        case
+            when periods.window_days = 7 then by_key.failures_prev_7
+            else by_key.failures_prev_30
+        end as failures_prev,
+        case when periods.window_days = 7 then by_key.open_tasks_7 else by_key.open_tasks_30 end
+        as open_tasks,
+        case
+            when periods.window_days = 7 then by_key.median_hours_to_clear_7
+            else by_key.median_hours_to_clear_30
+        end as median_hours_to_clear
     from by_key
-    union all
-    select
-        dimension,
-        project_id,
-        key,
-        30 as window_days,
-        failures_30 as failures,
-        failures_prev_30 as failures_prev,
-        open_tasks_30 as open_tasks,
-        median_hours_to_clear_30 as median_hours_to_clear
-    from by_key
+    cross join periods
 ),
 
 final as (

@@ -122,6 +122,7 @@ class Build:
     contents: dict[str, str]
     new_days_columns: dict[str, str]
     columns: dict[str, set[str]]
+    views: set[str]
 
 
 def transform(
@@ -241,7 +242,8 @@ def _build(
         con.execute("rollback")
         raise
     new_days = {model.relation: model.new_days for model in models if model.new_days}
-    return Build(kept, updated, deltas, contents, new_days, columns)
+    views = {model.relation for model in models if model.kind == "view"}
+    return Build(kept, updated, deltas, contents, new_days, columns, views)
 
 
 def _needs_full(model: Model, delta: Delta) -> bool:
@@ -418,13 +420,14 @@ def _run_tests(
     checks only the rows its inputs changed in since (when they changed in part). A test that
     failed or warned always runs again, whole."""
     results, passing = [], []
+    scoped: dict[tuple[str, str], str] = {}
     for test in tests:
         key, reads = _test_key(test, build.contents)
         identity = _digest(test.sql, [], {})
         if key is not None and key in passes.keys:
             results.append(TestResult(test.name, test.severity, 0, [], reused=True))
         elif test.local and key is not None and identity in passes.tests:
-            results.append(_run_test(con, test, _scope(con, test, reads, build)))
+            results.append(_run_test(con, test, _scope(con, test, reads, build, scoped)))
         else:
             results.append(_run_test(con, test, test.sql))
         if key is not None and results[-1].failures == 0:
@@ -437,9 +440,17 @@ def _run_tests(
     return results
 
 
-def _scope(con: duckdb.DuckDBPyConnection, test: DataTest, reads: set[str], build: Build) -> str:
+def _scope(
+    con: duckdb.DuckDBPyConnection,
+    test: DataTest,
+    reads: set[str],
+    build: Build,
+    scoped: dict[tuple[str, str], str],
+) -> str:
     """The local test's SQL reading, of every table with projects, only the rows of the projects
-    its inputs changed in and of the new days; the whole test when an input changed whole."""
+    its inputs changed in and of the new days; the whole test when an input changed whole.
+    `scoped` holds the relations of those rows made so far, by table and condition: a view's
+    rows are computed once, into a temporary table, for all the tests that read them."""
     deltas = [build.deltas.get(table, FULL) for table in reads]
     if any(delta.full for delta in deltas):
         return test.sql
@@ -453,12 +464,14 @@ def _scope(con: duckdb.DuckDBPyConnection, test: DataTest, reads: set[str], buil
         column = build.new_days_columns.get(table)
         if delta.new_days_after is not None and column:
             conditions.append(f"{column} > date '{delta.new_days_after.isoformat()}'")
-        view = "_tested__" + table.replace(".", "__")
-        con.execute(
-            f"create or replace temp view {view} as select * from {table}"
-            f" where {' or '.join(conditions) or 'false'}"
-        )
-        sql = re.sub(rf"(?<![\w.]){re.escape(table)}(?!\w)", view, sql, flags=re.IGNORECASE)
+        condition = " or ".join(conditions) or "false"
+        rows = scoped.get((table, condition))
+        if rows is None:
+            rows = f"_tested_{len(scoped)}__" + table.replace(".", "__")
+            kind = "table" if table in build.views else "view"
+            con.execute(f"create temp {kind} {rows} as select * from {table} where {condition}")
+            scoped[(table, condition)] = rows
+        sql = re.sub(rf"(?<![\w.]){re.escape(table)}(?!\w)", rows, sql, flags=re.IGNORECASE)
     return sql
 
 
