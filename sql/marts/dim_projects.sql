@@ -14,10 +14,14 @@ latest_day as (
     select * from intermediate.int_latest_day
 ),
 
+per_project as (
+    select * from intermediate.int_tasks__per_project
+),
+
 projects as (
     select project_id from runs
     union
-    select project_id from tasks
+    select project_id from per_project
 ),
 
 ranked_runs as (
@@ -52,20 +56,32 @@ run_summary as (
     group by project_id
 ),
 
-task_summary as (
+-- the windows that end on the latest day: only the last 30 days' tasks are counted
+recent as (
     select
         tasks.project_id,
-        min(tasks.region) as region,
-        count(*) as tasks_ever,
-        count(*) filter (where tasks.is_open) as open_tasks,
-        count(*) filter (where not tasks.is_open) as cleared_tasks,
         count(*) filter (where tasks.failed_day > latest_day.day - 7) as failures_last_7d,
-        count(*) filter (where tasks.failed_day > latest_day.day - 30) as failures_last_30d,
-        max(tasks.failed_at) as last_failed_at,
-        percentile_cont(0.5) within group (order by tasks.hours_to_clear) as median_hours_to_clear
+        count(*) as failures_last_30d
     from tasks
     cross join latest_day
+    where tasks.failed_day > latest_day.day - 30
     group by tasks.project_id
+),
+
+task_summary as (
+    select
+        per_project.project_id,
+        per_project.region,
+        per_project.tasks_ever,
+        per_project.open_tasks,
+        per_project.cleared_tasks,
+        coalesce(recent.failures_last_7d, 0) as failures_last_7d,
+        coalesce(recent.failures_last_30d, 0) as failures_last_30d,
+        per_project.last_failed_at,
+        per_project.median_hours_to_clear
+    from per_project
+    left join recent
+        on recent.project_id = per_project.project_id
 ),
 
 final as (
