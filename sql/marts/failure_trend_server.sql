@@ -23,7 +23,9 @@ final as (
         server_days.failures_prev_7d,
         server_days.breadth as keypairs_involved
     from server_days
-    inner join servers
+    -- every server of the trend is in dim_servers (both come from the tasks); a left join
+    -- keeps the view one dimension of int_failures__daily, row for row, whatever happens
+    left join servers
         on servers.project_id = server_days.project_id
         and servers.server_id = server_days.key
 )

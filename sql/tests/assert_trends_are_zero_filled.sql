@@ -1,18 +1,11 @@
 -- local: project_id
 -- every key of a daily trend has one row per day from its first day to the latest day in the
--- data, with no gaps: the rolling 7-day windows count rows, so a gap would stretch them
+-- data, with no gaps: the rolling 7-day windows count rows, so a gap would stretch them. The
+-- trend marts are views of int_failures__daily, one dimension each, with nothing left out
 with
 
-keypair_trend as (
-    select * from marts.failure_trend_keypair
-),
-
-server_trend as (
-    select * from marts.failure_trend_server
-),
-
-error_code_trend as (
-    select * from marts.failure_trend_error_code
+daily as (
+    select * from intermediate.int_failures__daily
 ),
 
 latest_day as (
@@ -21,39 +14,22 @@ latest_day as (
 
 spans as (
     select
-        'failure_trend_keypair' as trend,
+        dimension,
         project_id,
-        keypair_name as key,
+        key,
         min(day) as first_day,
         max(day) as last_day,
         count(*) as days
-    from keypair_trend
-    group by project_id, keypair_name
-    union all
-    select
-        'failure_trend_server' as trend,
+    from daily
+    group by
+        dimension,
         project_id,
-        server_id as key,
-        min(day) as first_day,
-        max(day) as last_day,
-        count(*) as days
-    from server_trend
-    group by project_id, server_id
-    union all
-    select
-        'failure_trend_error_code' as trend,
-        project_id,
-        error_code as key,
-        min(day) as first_day,
-        max(day) as last_day,
-        count(*) as days
-    from error_code_trend
-    group by project_id, error_code
+        key
 ),
 
 final as (
     select
-        spans.trend,
+        spans.dimension,
         spans.project_id,
         spans.key,
         spans.first_day,

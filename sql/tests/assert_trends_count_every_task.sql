@@ -1,23 +1,24 @@
 -- local: project_id
 -- every task (a row of marts.fct_failed_tasks, and of the model it is made of) is counted
 -- exactly once in each daily trend: a task dropped (say, for a NULL key) or counted twice would
--- show here as a per-project difference
+-- show here as a per-project difference. The trend marts are views of int_failures__daily, one
+-- dimension each, with nothing left out
 with
 
 tasks as (
     select * from intermediate.int_tasks__latest
 ),
 
-keypair_trend as (
-    select * from marts.failure_trend_keypair
+daily as (
+    select * from intermediate.int_failures__daily
 ),
 
-server_trend as (
-    select * from marts.failure_trend_server
-),
-
-error_code_trend as (
-    select * from marts.failure_trend_error_code
+dimensions as (
+    select 'keypair' as dimension
+    union all
+    select 'server' as dimension
+    union all
+    select 'error_code' as dimension
 ),
 
 expected as (
@@ -29,37 +30,26 @@ expected as (
 ),
 
 counted as (
-    select 'failure_trend_keypair' as trend, project_id, sum(failures) as failures
-    from keypair_trend
-    group by project_id
-    union all
-    select 'failure_trend_server' as trend, project_id, sum(failures) as failures
-    from server_trend
-    group by project_id
-    union all
-    select 'failure_trend_error_code' as trend, project_id, sum(failures) as failures
-    from error_code_trend
-    group by project_id
-),
-
-trends as (
-    select 'failure_trend_keypair' as trend
-    union all
-    select 'failure_trend_server' as trend
-    union all
-    select 'failure_trend_error_code' as trend
+    select
+        dimension,
+        project_id,
+        sum(failures) as failures
+    from daily
+    group by
+        dimension,
+        project_id
 ),
 
 final as (
     select
-        trends.trend,
+        dimensions.dimension,
         expected.project_id,
         expected.tasks,
         coalesce(counted.failures, 0) as failures
     from expected
-    cross join trends
+    cross join dimensions
     left join counted
-        on counted.trend = trends.trend
+        on counted.dimension = dimensions.dimension
         and counted.project_id = expected.project_id
     where coalesce(counted.failures, 0) <> expected.tasks
 )
