@@ -122,7 +122,6 @@ class Build:
     contents: dict[str, str]
     new_days_columns: dict[str, str]
     columns: dict[str, set[str]]
-    views: set[str]
 
 
 def transform(
@@ -242,8 +241,7 @@ def _build(
         con.execute("rollback")
         raise
     new_days = {model.relation: model.new_days for model in models if model.new_days}
-    views = {model.relation for model in models if model.kind == "view"}
-    return Build(kept, updated, deltas, contents, new_days, columns, views)
+    return Build(kept, updated, deltas, contents, new_days, columns)
 
 
 def _needs_full(model: Model, delta: Delta) -> bool:
@@ -449,8 +447,8 @@ def _scope(
 ) -> str:
     """The local test's SQL reading, of every table with projects, only the rows of the projects
     its inputs changed in and of the new days; the whole test when an input changed whole.
-    `scoped` holds the relations of those rows made so far, by table and condition: a view's
-    rows are computed once, into a temporary table, for all the tests that read them."""
+    `scoped` holds the temporary tables of those rows made so far, by table and condition:
+    each is read from its relation once, for all the tests that read it."""
     deltas = [build.deltas.get(table, FULL) for table in reads]
     if any(delta.full for delta in deltas):
         return test.sql
@@ -464,13 +462,18 @@ def _scope(
         column = build.new_days_columns.get(table)
         if delta.new_days_after is not None and column:
             conditions.append(f"{column} > date '{delta.new_days_after.isoformat()}'")
-        condition = " or ".join(conditions) or "false"
-        rows = scoped.get((table, condition))
+        # each condition alone is checked in the scan; `or` would read every column of every row
+        selects = [
+            f"select * from {table} where {condition}"
+            + "".join(f" and not coalesce({before}, false)" for before in conditions[:n])
+            for n, condition in enumerate(conditions)
+        ]
+        union = " union all ".join(selects) or f"select * from {table} where false"
+        rows = scoped.get((table, union))
         if rows is None:
             rows = f"_tested_{len(scoped)}__" + table.replace(".", "__")
-            kind = "table" if table in build.views else "view"
-            con.execute(f"create temp {kind} {rows} as select * from {table} where {condition}")
-            scoped[(table, condition)] = rows
+            con.execute(f"create temp table {rows} as {union}")
+            scoped[(table, union)] = rows
         sql = re.sub(rf"(?<![\w.]){re.escape(table)}(?!\w)", rows, sql, flags=re.IGNORECASE)
     return sql
 
