@@ -179,6 +179,31 @@ def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, tmp_pat
     }
 
 
+def test_a_model_that_became_a_view_replaces_the_table_it_was(loaded, tmp_path):
+    # Warehouses built before the trends were views hold them as tables.
+    sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
+    properties = sql_dir / "marts" / "_marts.yml"
+    properties.write_text(
+        properties.read_text().replace(
+            "materialized: view\n      new_days: day", "materialized: table"
+        )
+    )
+    runner.transform(loaded, sql_dir)
+    trend = "select * from marts.failure_trend_server order by all"
+    as_table = query(loaded, trend)
+    kinds = (
+        "select table_name, table_type from information_schema.tables"
+        " where table_name like 'failure_trend_%' order by all"
+    )
+    assert {kind for _, kind in query(loaded, kinds)} == {"BASE TABLE"}
+
+    runner.transform(loaded, keep_unchanged=True)
+
+    assert {kind for _, kind in query(loaded, kinds)} == {"VIEW"}
+    assert query(loaded, trend) == as_table
+    assert len(as_table) > 100
+
+
 def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
     # Fails on a kept model: every week of a project is a row.
