@@ -1,5 +1,5 @@
 -- one row per project with tasks: what its tasks add up to whatever the latest day, so that
--- marts.dim_projects, rebuilt by every run (every run adds runs), does not read every task again
+-- marts.dim_projects, rebuilt by every run (every run adds runs), does not read the tasks
 with
 
 tasks as (

@@ -6,16 +6,12 @@ runs as (
     select * from staging.stg_kps__runs
 ),
 
-tasks as (
-    select * from intermediate.int_tasks__latest
-),
-
-latest_day as (
-    select * from intermediate.int_latest_day
-),
-
 per_project as (
     select * from intermediate.int_tasks__per_project
+),
+
+operate_types as (
+    select * from marts.failures_by_operate_type
 ),
 
 projects as (
@@ -57,37 +53,21 @@ run_summary as (
 ),
 
 -- the windows that end on the latest day: only the last 30 days' tasks are counted
+-- the windows that end on the latest day, as failures_by_operate_type counts them: every run
+-- rebuilds this table, and that one only when the tasks or the latest day change
 recent as (
     select
-        tasks.project_id,
-        count(*) filter (where tasks.failed_day > latest_day.day - 7) as failures_last_7d,
-        count(*) as failures_last_30d
-    from tasks
-    cross join latest_day
-    where tasks.failed_day > latest_day.day - 30
-    group by tasks.project_id
-),
-
-task_summary as (
-    select
-        per_project.project_id,
-        per_project.region,
-        per_project.tasks_ever,
-        per_project.open_tasks,
-        per_project.cleared_tasks,
-        coalesce(recent.failures_last_7d, 0) as failures_last_7d,
-        coalesce(recent.failures_last_30d, 0) as failures_last_30d,
-        per_project.last_failed_at,
-        per_project.median_hours_to_clear
-    from per_project
-    left join recent
-        on recent.project_id = per_project.project_id
+        project_id,
+        cast(sum(failures_last_7d) as bigint) as failures_last_7d,
+        cast(sum(failures_last_30d) as bigint) as failures_last_30d
+    from operate_types
+    group by project_id
 ),
 
 final as (
     select
         projects.project_id,
-        coalesce(last_runs.region, task_summary.region) as region,
+        coalesce(last_runs.region, per_project.region) as region,
         coalesce(run_summary.runs, 0) as runs,
         coalesce(run_summary.ok_runs, 0) as ok_runs,
         coalesce(run_summary.failed_runs, 0) as failed_runs,
@@ -96,20 +76,22 @@ final as (
         last_runs.status as last_run_status,
         run_summary.last_ok_run_at,
         run_summary.last_complete_run_at,
-        coalesce(task_summary.tasks_ever, 0) as tasks_ever,
-        coalesce(task_summary.open_tasks, 0) as open_tasks,
-        coalesce(task_summary.cleared_tasks, 0) as cleared_tasks,
-        coalesce(task_summary.failures_last_7d, 0) as failures_last_7d,
-        coalesce(task_summary.failures_last_30d, 0) as failures_last_30d,
-        task_summary.last_failed_at,
-        task_summary.median_hours_to_clear
+        coalesce(per_project.tasks_ever, 0) as tasks_ever,
+        coalesce(per_project.open_tasks, 0) as open_tasks,
+        coalesce(per_project.cleared_tasks, 0) as cleared_tasks,
+        coalesce(recent.failures_last_7d, 0) as failures_last_7d,
+        coalesce(recent.failures_last_30d, 0) as failures_last_30d,
+        per_project.last_failed_at,
+        per_project.median_hours_to_clear
     from projects
     left join run_summary
         on run_summary.project_id = projects.project_id
     left join last_runs
         on last_runs.project_id = projects.project_id
-    left join task_summary
-        on task_summary.project_id = projects.project_id
+    left join per_project
+        on per_project.project_id = projects.project_id
+    left join recent
+        on recent.project_id = projects.project_id
 )
 
 select * from final
