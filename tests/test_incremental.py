@@ -157,4 +157,4 @@ def test_after_any_sequence_of_runs_every_model_equals_a_full_rebuild(
 
     # the runs went through the incremental paths (a new day updates the trends whole otherwise)
     assert updated["intermediate.int_tasks__latest"] >= len(STEPS) - 2
-    assert updated["intermediate.int_failures__daily"] >= len(STEPS) - 2
+    assert updated["intermediate.int_failures__series"] >= len(STEPS) - 2

@@ -54,7 +54,7 @@ def test_trend_sums_equal_the_tasks_with_that_key(simulator, loaded):
 def test_transform_passes_every_data_test_then_fails_naming_a_broken_one(loaded, capsys):
     capsys.readouterr()
     assert run_cli("transform") == 0
-    assert "built 23 models and ran 47 data tests" in capsys.readouterr().out
+    assert "built 24 models and ran 48 data tests" in capsys.readouterr().out
 
     # A version whose failed_at disagrees with its task_time, planted in the warehouse.
     with duckdb.connect(str(loaded)) as con:
@@ -125,7 +125,7 @@ def test_a_run_that_changed_no_task_keeps_the_task_models_and_they_match_a_full_
     assert sorted(result.transform.kept) == KEPT_WHEN_NO_TASK_CHANGED
     assert [t.name for t in result.transform.failed] == []
     assert sorted(t.name for t in result.transform.tests if not t.reused) == TESTS_RUN_AGAIN
-    assert len(result.transform.reused) == 47 - len(TESTS_RUN_AGAIN)
+    assert len(result.transform.reused) == 48 - len(TESTS_RUN_AGAIN)
     [(last_run,)] = query(warehouse, "select max(started_at) from kps_raw.runs")
     assert query(warehouse, "select max(last_seen_at) from marts.fct_failed_tasks") == [(last_run,)]
     kept = every_model(warehouse)
@@ -165,13 +165,14 @@ def test_a_run_that_changed_a_task_updates_that_project_alone(simulator, loaded,
 
 def test_a_model_whose_sql_changed_is_rebuilt_with_what_reads_it(loaded, tmp_path):
     sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
-    with (sql_dir / "intermediate" / "int_failures__daily.sql").open("a") as sql:
+    with (sql_dir / "intermediate" / "int_failures__series.sql").open("a") as sql:
         sql.write("\n-- edited\n")
 
     result = runner.transform(loaded, sql_dir, keep_unchanged=True)
 
     rebuilt = set(result.models) - set(result.kept)
     assert rebuilt == {
+        "intermediate.int_failures__series",
         "intermediate.int_failures__daily",
         "marts.failure_trend_error_code",
         "marts.failure_trend_keypair",

@@ -1,11 +1,11 @@
 -- local: project_id
 -- every key of a daily trend has one row per day from its first day to the latest day in the
 -- data, with no gaps: the rolling 7-day windows count rows, so a gap would stretch them. The
--- trend marts are views of int_failures__daily, one dimension each, with nothing left out
+-- trend marts are int_failures__series with its keys named, one dimension each
 with
 
-daily as (
-    select * from intermediate.int_failures__daily
+series as (
+    select * from intermediate.int_failures__series
 ),
 
 latest_day as (
@@ -14,24 +14,21 @@ latest_day as (
 
 spans as (
     select
-        dimension,
         project_id,
-        key,
+        key_number,
         min(day) as first_day,
         max(day) as last_day,
         count(*) as days
-    from daily
+    from series
     group by
-        dimension,
         project_id,
-        key
+        key_number
 ),
 
 final as (
     select
-        spans.dimension,
         spans.project_id,
-        spans.key,
+        spans.key_number,
         spans.first_day,
         spans.last_day,
         spans.days,

@@ -1,4 +1,4 @@
--- the rows intermediate.int_failures__daily gains when the latest day in the data moves on from
+-- the rows intermediate.int_failures__series gains when the latest day in the data moves on from
 -- $previous_latest_day: every key's series goes on, zero-filled, to the new latest day. The
 -- rolling windows of a new day reach back 13 days; only the days with failures add to them, so
 -- they are summed from the sparse key days, not from the zero-filled rows already there
@@ -22,6 +22,7 @@ new_days as (
         keys.dimension,
         keys.project_id,
         keys.key,
+        keys.key_number,
         cast(spine.day as date) as day
     from keys
     cross join latest_day
@@ -35,10 +36,9 @@ new_days as (
 
 final as (
     select
-        new_days.dimension,
-        new_days.day,
         new_days.project_id,
-        new_days.key,
+        new_days.key_number,
+        new_days.day,
         cast(coalesce(sum(recent_key_days.failures) filter (
             where recent_key_days.day = new_days.day
         ), 0) as bigint) as failures,
@@ -60,10 +60,9 @@ final as (
         and recent_key_days.day > new_days.day - 14
         and recent_key_days.day <= new_days.day
     group by
-        new_days.dimension,
-        new_days.day,
         new_days.project_id,
-        new_days.key
+        new_days.key_number,
+        new_days.day
 )
 
 select * from final
