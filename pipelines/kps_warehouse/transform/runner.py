@@ -61,9 +61,9 @@ PASSES_TABLE = "main.data_test_passes"
 LATEST_DAY_MODEL = "intermediate.int_latest_day"
 # What DuckDB may hold while it builds a model whole; past it, the large joins and windows spill
 # to disk. Its default, 80% of the machine, took a full build at a million tasks to 1.2 GB; this
-# keeps a first run of a million tasks under 800 MB, for about 1.4 s of its 12. Only there: under
-# a limit, the scans of an incremental build at four million tasks re-read their columns from
-# disk, several times slower (benchmarks/HISTORY.md).
+# keeps a first run of a million tasks under 800 MB, for about a sixth of its time. Only there:
+# under a limit, the scans of an incremental build at four million tasks re-read their columns
+# from disk, several times slower (benchmarks/HISTORY.md).
 BUILD_MEMORY_LIMIT = "400MB"
 # DuckDB's checkpoint compacts a table some of whose rows were deleted by rewriting its row
 # groups together ("vacuum"): after a run that deleted ten projects' rows and inserted them
