@@ -19,6 +19,7 @@ POINTS = (
     "after-extract",  # dlt's load package extracted, nothing normalized
     "mid-normalize",  # a file of the package normalized, the package not committed
     "mid-load",  # a load job committed to the warehouse, the package not finished
+    "mid-build",  # a whole build's first model made beside the live one, committed, not in place
     "mid-transform",  # every model built in the build's transaction, nothing of it committed
     "before-publish",  # loaded (and transformed) in the writer copy, nothing published
     "mid-publish",  # the writer copy checkpointed, not yet renamed over the published file

@@ -2,6 +2,8 @@
 -- its own previous 28 days
 with
 
+-- only the days with failures (key_days has no others): the days without count as zeros in
+-- the sums below
 daily as (
     select * from intermediate.int_failures__key_days
 ),
@@ -34,44 +36,21 @@ project_starts as (
     group by project_id
 ),
 
--- only days with failures (key_days has no others): the days without count as zeros in the
--- sums below
-failure_days as (
+candidates as (
     select
         daily.dimension,
         daily.project_id,
         daily.key,
-        -- servers are shown by name; key pairs and error codes are their own labels
-        case
-            when daily.dimension = 'server' then coalesce(servers.server_name, daily.key)
-            else daily.key
-        end as key_label,
         daily.day,
-        daily.failures
-    from daily
-    -- joined on the key alone (a key pair may share a server's id; the case above tells them
-    -- apart), which keeps this an equality join
-    left join servers
-        on servers.project_id = daily.project_id
-        and servers.server_id = daily.key
-),
-
-candidates as (
-    select
-        failure_days.dimension,
-        failure_days.project_id,
-        failure_days.key,
-        failure_days.key_label,
-        failure_days.day,
-        failure_days.failures,
+        daily.failures,
         -- the baseline is the 28 days before, or as many of them as the project has data for
-        least(28, failure_days.day - project_starts.first_day) as baseline_days
-    from failure_days
+        least(28, daily.day - project_starts.first_day) as baseline_days
+    from daily
     inner join project_starts
-        on project_starts.project_id = failure_days.project_id
+        on project_starts.project_id = daily.project_id
     cross join thresholds
-    where failure_days.failures >= thresholds.min_failures
-        and failure_days.day - project_starts.first_day >= thresholds.min_baseline_days
+    where daily.failures >= thresholds.min_failures
+        and daily.day - project_starts.first_day >= thresholds.min_baseline_days
 ),
 
 baselines as (
@@ -79,7 +58,6 @@ baselines as (
         candidates.dimension,
         candidates.project_id,
         candidates.key,
-        candidates.key_label,
         candidates.day,
         candidates.failures,
         candidates.baseline_days,
@@ -88,7 +66,7 @@ baselines as (
         cast(coalesce(sum(history.failures * history.failures), 0) as double)
         / candidates.baseline_days as baseline_mean_square
     from candidates
-    left join failure_days as history
+    left join daily as history
         on history.dimension = candidates.dimension
         and history.project_id = candidates.project_id
         and history.key = candidates.key
@@ -98,7 +76,6 @@ baselines as (
         candidates.dimension,
         candidates.project_id,
         candidates.key,
-        candidates.key_label,
         candidates.day,
         candidates.failures,
         candidates.baseline_days
@@ -109,7 +86,6 @@ spreads as (
         baselines.dimension,
         baselines.project_id,
         baselines.key,
-        baselines.key_label,
         baselines.day,
         baselines.failures,
         baselines.baseline_days,
@@ -127,7 +103,6 @@ scored as (
         spreads.dimension,
         spreads.project_id,
         spreads.key,
-        spreads.key_label,
         spreads.day,
         spreads.failures,
         spreads.baseline_days,
@@ -144,7 +119,11 @@ final as (
         scored.dimension,
         scored.project_id,
         scored.key,
-        scored.key_label,
+        -- servers are shown by name; key pairs and error codes are their own labels
+        case
+            when scored.dimension = 'server' then coalesce(servers.server_name, scored.key)
+            else scored.key
+        end as key_label,
         scored.day,
         scored.failures,
         scored.baseline_days,
@@ -153,6 +132,11 @@ final as (
         scored.z_score
     from scored
     cross join thresholds
+    -- joined to the spikes alone, on the key alone (a key pair may share a server's id; the case
+    -- above tells them apart), which keeps this an equality join
+    left join servers
+        on servers.project_id = scored.project_id
+        and servers.server_id = scored.key
     where scored.z_score >= thresholds.min_z_score
 )
 

@@ -31,13 +31,13 @@ from kps_warehouse.transform.project import (
     one_line,
 )
 from kps_warehouse.transform.runner import (
+    NEXT,
     SAMPLE_ROWS,
     MissingSourceError,
     TestResult,
     TransformResult,
 )
 
-NEXT = "__next"
 OLD = "__old"
 
 
