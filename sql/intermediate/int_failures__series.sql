@@ -17,54 +17,52 @@ latest_day as (
 ),
 
 -- one number per series for the windows below: partitioned by one integer they run much faster
--- than by a project id and a key number
+-- than by a project id and a key number (and the counts are integers until the windows are done,
+-- for the same reason: the windows hold every row)
 keys as (
     select
-        row_number() over (order by project_id, key_number) as series,
+        cast(row_number() over (order by project_id, key_number) as integer) as series,
         project_id,
         key_number,
         dimension,
-        key,
-        first_day
+        key
     from failure_keys
 ),
 
+-- each day with failures, and the next one (or the day after the latest day): the days between
+-- are the zeros that follow it. A key's first failure is its first day
 series_days as (
     select
         keys.series,
         key_days.day,
-        key_days.failures,
-        key_days.breadth
+        cast(key_days.failures as integer) as failures,
+        cast(key_days.breadth as integer) as breadth,
+        coalesce(
+            lead(key_days.day) over (partition by keys.series order by key_days.day),
+            latest_day.day + 1
+        ) as next_day
     from key_days
     inner join keys
         on keys.dimension = key_days.dimension
         and keys.project_id = key_days.project_id
         and keys.key = key_days.key
-),
-
-days as (
-    select
-        keys.series,
-        cast(spine.day as date) as day
-    from keys
     cross join latest_day
-    cross join generate_series(
-        keys.first_day,
-        latest_day.day,
-        interval '1 day'
-    ) as spine (day)
 ),
 
+-- every day of every series, each made from the day with failures it follows, so that no join
+-- of millions of days is needed to find their failures
 filled as (
     select
-        days.series,
-        days.day,
-        coalesce(series_days.failures, 0) as failures,
-        coalesce(series_days.breadth, 0) as breadth
-    from days
-    left join series_days
-        on series_days.series = days.series
-        and series_days.day = days.day
+        series_days.series,
+        cast(spine.day as date) as day,
+        case when spine.day = series_days.day then series_days.failures else 0 end as failures,
+        case when spine.day = series_days.day then series_days.breadth else 0 end as breadth
+    from series_days
+    cross join generate_series(
+        series_days.day,
+        series_days.next_day - 1,
+        interval '1 day'
+    ) as spine (day)
 ),
 
 windowed as (
@@ -95,10 +93,10 @@ final as (
         keys.project_id,
         keys.key_number,
         windowed.day,
-        windowed.failures,
+        cast(windowed.failures as bigint) as failures,
         windowed.failures_7d,
         windowed.failures_prev_7d,
-        windowed.breadth
+        cast(windowed.breadth as bigint) as breadth
     from windowed
     inner join keys
         on keys.series = windowed.series
