@@ -11,8 +11,10 @@ tasks as not materialized (
 ),
 
 -- what breadth counts, once per day: the servers a key pair's or an error code's failures
--- touch, the key pairs a server's failures involve. Each dimension grouped on its own, then
--- counted: half the time of one grouping of the three dimensions' rows with a distinct count
+-- touch, the key pairs a server's failures involve. Each dimension is grouped on its own, then
+-- counted (half the time of one grouping with a distinct count), and summed by day on its own:
+-- one grouping of the three dimensions' days held twice the groups at once, more than the build's
+-- memory limit, and spilled
 keypair_touches as (
     select
         project_id,
@@ -58,38 +60,57 @@ error_code_touches as (
         server_id
 ),
 
-touches as (
+keypair_days as (
     select
         'keypair' as dimension,
-        *
-    from keypair_touches
-    union all
-    select
-        'server' as dimension,
-        *
-    from server_touches
-    union all
-    select
-        'error_code' as dimension,
-        *
-    from error_code_touches
-),
-
-final as (
-    select
-        dimension,
         project_id,
         key,
         failed_day as day,
         cast(sum(failures) as bigint) as failures,
-        -- a NULL touched counts no server (or key pair), as a distinct count would
         count(touched) as breadth
-    from touches
+    from keypair_touches
     group by
-        dimension,
         project_id,
         key,
         failed_day
+),
+
+server_days as (
+    select
+        'server' as dimension,
+        project_id,
+        key,
+        failed_day as day,
+        cast(sum(failures) as bigint) as failures,
+        count(touched) as breadth
+    from server_touches
+    group by
+        project_id,
+        key,
+        failed_day
+),
+
+error_code_days as (
+    select
+        'error_code' as dimension,
+        project_id,
+        key,
+        failed_day as day,
+        cast(sum(failures) as bigint) as failures,
+        count(touched) as breadth
+    from error_code_touches
+    group by
+        project_id,
+        key,
+        failed_day
+),
+
+final as (
+    select * from keypair_days
+    union all
+    select * from server_days
+    union all
+    select * from error_code_days
 )
 
 select * from final

@@ -61,10 +61,11 @@ PASSES_TABLE = "main.data_test_passes"
 LATEST_DAY_MODEL = "intermediate.int_latest_day"
 # What DuckDB may hold while it builds a model whole; past it, the large joins and windows spill
 # to disk. Its default, 80% of the machine, took a full build at a million tasks to 1.2 GB; this
-# keeps a first run of a million tasks under 800 MB, for about a sixth of its time. Only there:
-# under a limit, the scans of an incremental build at four million tasks re-read their columns
-# from disk, several times slower (benchmarks/HISTORY.md).
-BUILD_MEMORY_LIMIT = "400MB"
+# keeps a first run of a million tasks under 800 MB (the process holds 280 MB from the load when
+# the models start), for about a seventh of a full build's time. Only there: under a limit, the
+# scans of an incremental build at four million tasks re-read their columns from disk, several
+# times slower (benchmarks/HISTORY.md).
+BUILD_MEMORY_LIMIT = "300MB"
 # DuckDB's checkpoint compacts a table some of whose rows were deleted by rewriting its row
 # groups together ("vacuum"): after a run that deleted ten projects' rows and inserted them
 # again, most of int_tasks__latest's row groups, 1.0 s of a run's 1.3 s of models at a million
