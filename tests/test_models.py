@@ -564,6 +564,11 @@ def test_a_failing_model_rolls_back_every_model_of_the_build(built: Built, tmp_p
         transform(path, sql_dir)
 
     assert rows(path, "select count(*) from marts.fct_failed_tasks where task_id = 't1'") == [(1,)]
+    # the models made beside the live ones before it are dropped
+    relations = (
+        "select table_name from duckdb_tables() union all select view_name from duckdb_views()"
+    )
+    assert [name for (name,) in rows(path, relations) if name.endswith("__next")] == []
 
 
 def test_an_empty_warehouse_asks_for_a_run_first(tmp_path: Path) -> None:
