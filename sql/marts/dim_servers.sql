@@ -20,27 +20,6 @@ server_tasks as (
     from tasks
 ),
 
-named_failures as (
-    select
-        project_id,
-        server_id,
-        server_name,
-        row_number() over (
-            partition by project_id, server_id
-            order by failed_at desc, task_id desc
-        ) as recency
-    from server_tasks
-),
-
-latest_names as (
-    select
-        project_id,
-        server_id,
-        server_name
-    from named_failures
-    where recency = 1
-),
-
 server_summary as (
     select
         project_id,
@@ -55,6 +34,34 @@ server_summary as (
     group by
         project_id,
         server_id
+),
+
+-- the server's latest failures (more than one when they failed at the same instant), of which
+-- the one with the greatest task id names it: found by a join on the summary's last failure,
+-- not by sorting every task
+latest_failures as (
+    select
+        server_tasks.project_id,
+        server_tasks.server_id,
+        server_tasks.server_name,
+        row_number() over (
+            partition by server_tasks.project_id, server_tasks.server_id
+            order by server_tasks.task_id desc
+        ) as recency
+    from server_tasks
+    inner join server_summary
+        on server_summary.project_id = server_tasks.project_id
+        and server_summary.server_id = server_tasks.server_id
+        and server_summary.last_failed_at = server_tasks.failed_at
+),
+
+latest_names as (
+    select
+        project_id,
+        server_id,
+        server_name
+    from latest_failures
+    where recency = 1
 ),
 
 final as (
