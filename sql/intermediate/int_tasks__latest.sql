@@ -4,7 +4,9 @@
 -- and are left as they are when no task changed
 with
 
-versions as (
+-- read by each branch below as it needs it: materialized once (DuckDB's default for a CTE read
+-- more than once), every version would be copied in full first, a third of this model's time
+versions as not materialized (
     select * from staging.stg_kps__failed_tasks
 ),
 

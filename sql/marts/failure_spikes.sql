@@ -3,8 +3,9 @@
 with
 
 -- only the days with failures (key_days has no others): the days without count as zeros in
--- the sums below
-daily as (
+-- the sums below. Read twice (the candidates, their history), each as it needs it: materialized,
+-- every key day would be copied first
+daily as not materialized (
     select * from intermediate.int_failures__key_days
 ),
 
