@@ -159,10 +159,6 @@ def transform(
         con.execute("set enable_progress_bar = false")
         # tables have no row order to keep; not keeping one lets DuckDB write them in parallel
         con.execute("set preserve_insertion_order = false")
-        # FSST, DuckDB's compression of text, took a tenth of a full build at a million tasks;
-        # without it the file holds 24 MB more (198 MB against 174 MB), which a run copies in
-        # 0.05-0.15 s (benchmarks/HISTORY.md)
-        con.execute("set disabled_compression_methods = 'fsst'")
         _check_sources(con, models)
         if keep_unchanged:
             _compact_when_due(con, models)
