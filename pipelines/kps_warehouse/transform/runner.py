@@ -1,9 +1,12 @@
-"""Build the SQL models in sql/ in dependency order, in one transaction, then run the data tests.
+"""Build the SQL models in sql/ in dependency order, put them in place in one transaction, then
+run the data tests.
 
-`transform` rebuilds every model. A run (`keep_unchanged`) rebuilds only what its load changed:
-a model whose definition and inputs are as they were is kept; an incremental model (see
-`project.py`) deletes and inserts again the rows of the projects whose raw rows changed, and adds
-the new days' rows when the latest day in the data moved on; a plain table is rebuilt whole.
+`transform` (and a first run) rebuilds every model: each is made and committed beside the live
+one, and all of them are swapped in at once (see `_build_beside`). A run (`keep_unchanged`)
+rebuilds only what its load changed, in the one transaction: a model whose definition and inputs
+are as they were is kept; an incremental model (see `project.py`) deletes and inserts again the
+rows of the projects whose raw rows changed, and adds the new days' rows when the latest day in
+the data moved on; a plain table is rebuilt whole.
 Every build equals a full rebuild from the same raw tables. A data test that passed on exactly
 what it reads now is not run again; a local one (see `DataTest`) checks the changed rows only.
 """
