@@ -29,24 +29,24 @@ keys as (
     from failure_keys
 ),
 
--- each day with failures, and the next one (or the day after the latest day): the days between
--- are the zeros that follow it. A key's first failure is its first day
+-- each day with failures, the failures of the series up to it, and the next day with failures
+-- (or the day after the latest day): the days between are the zeros that follow it. A key's
+-- first failure is its first day
 series_days as (
     select
         keys.series,
         key_days.day,
         cast(key_days.failures as integer) as failures,
         cast(key_days.breadth as integer) as breadth,
-        coalesce(
-            lead(key_days.day) over (partition by keys.series order by key_days.day),
-            latest_day.day + 1
-        ) as next_day
+        cast(sum(key_days.failures) over by_day as integer) as failures_to_date,
+        coalesce(lead(key_days.day) over by_day, latest_day.day + 1) as next_day
     from key_days
     inner join keys
         on keys.dimension = key_days.dimension
         and keys.project_id = key_days.project_id
         and keys.key = key_days.key
     cross join latest_day
+    window by_day as (partition by keys.series order by key_days.day)
 ),
 
 -- every day of every series, each made from the day with failures it follows, so that no join
@@ -56,7 +56,8 @@ filled as (
         series_days.series,
         cast(spine.day as date) as day,
         case when spine.day = series_days.day then series_days.failures else 0 end as failures,
-        case when spine.day = series_days.day then series_days.breadth else 0 end as breadth
+        case when spine.day = series_days.day then series_days.breadth else 0 end as breadth,
+        series_days.failures_to_date
     from series_days
     cross join generate_series(
         series_days.day,
@@ -65,27 +66,19 @@ filled as (
     ) as spine (day)
 ),
 
+-- a window's failures are those to its last day less those to the day before its first: one
+-- row per day, so those are 7 and 14 rows back. Looking back is much cheaper than summing frames
 windowed as (
     select
         series,
         day,
         failures,
-        -- one row per day, so 7 rows are 7 days
-        cast(sum(failures) over last_7_days as bigint) as failures_7d,
-        cast(coalesce(sum(failures) over previous_7_days, 0) as bigint) as failures_prev_7d,
+        failures_to_date - coalesce(lag(failures_to_date, 7) over by_day, 0) as failures_7d,
+        coalesce(lag(failures_to_date, 7) over by_day, 0)
+        - coalesce(lag(failures_to_date, 14) over by_day, 0) as failures_prev_7d,
         breadth
     from filled
-    window
-        last_7_days as (
-            partition by series
-            order by day
-            rows between 6 preceding and current row
-        ),
-        previous_7_days as (
-            partition by series
-            order by day
-            rows between 13 preceding and 7 preceding
-        )
+    window by_day as (partition by series order by day)
 ),
 
 final as (
@@ -94,8 +87,8 @@ final as (
         keys.key_number,
         windowed.day,
         cast(windowed.failures as bigint) as failures,
-        windowed.failures_7d,
-        windowed.failures_prev_7d,
+        cast(windowed.failures_7d as bigint) as failures_7d,
+        cast(windowed.failures_prev_7d as bigint) as failures_prev_7d,
         cast(windowed.breadth as bigint) as breadth
     from windowed
     inner join keys

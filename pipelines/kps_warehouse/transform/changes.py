@@ -11,6 +11,7 @@ then everything counts as changed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import date
 from typing import Any
 
 import duckdb
+from sqlglot import exp
 
 # The state of each raw table at the last build, kept beside the models.
 SOURCES_TABLE = "main.model_sources"
@@ -40,6 +42,13 @@ class Delta:
 
 FULL = Delta(full=True)
 NONE = Delta()
+
+
+def literal(value: Any) -> str:
+    """`value` as a DuckDB SQL literal. A build writes its bookkeeping with literals, not
+    parameters: DuckDB's Python client imports pandas the first time a statement has parameters,
+    a quarter of a second of every `transform`, which needs nothing of pandas."""
+    return exp.convert(value).sql(dialect="duckdb")
 
 
 def merged(deltas: Iterable[Delta]) -> Delta:
@@ -89,8 +98,10 @@ def source_delta(
         return FULL, now
     if now == before:
         return NONE, now
-    loaded_since = "_dlt_load_id > $load_id"
-    retired_since = "_dlt_valid_to > coalesce($retired_at, '-infinity'::timestamptz)"
+    loaded_since = f"_dlt_load_id > {literal(before.last_load_id or '')}"
+    retired_since = (
+        f"_dlt_valid_to > coalesce({literal(before.last_retired_at)}, '-infinity'::timestamptz)"
+    )
     condition = f"{loaded_since} or {retired_since}" if retires else loaded_since
     loaded, retired, projects = con.execute(
         f"""
@@ -100,10 +111,7 @@ def source_delta(
             list(distinct {PROJECT_KEY})
         from {table}
         where {condition}
-        """,
-        {"load_id": before.last_load_id or "", "retired_at": before.last_retired_at}
-        if retires
-        else {"load_id": before.last_load_id or ""},
+        """
     ).fetchone()
     if now.rows != before.rows + loaded or now.retired != before.retired + retired:
         return FULL, now  # rows deleted or changed in another way: nothing can be assumed
@@ -124,9 +132,9 @@ def stored_states(con: duckdb.DuckDBPyConnection) -> dict[str, SourceState]:
 def store_states(con: duckdb.DuckDBPyConnection, states: dict[str, SourceState | None]) -> None:
     con.execute(f"delete from {SOURCES_TABLE}")
     rows = [
-        [relation, s.rows, s.retired, s.last_load_id, s.last_retired_at]
-        for relation, s in states.items()
-        if s is not None
+        f"({', '.join(map(literal, [relation, *dataclasses.astuple(state)]))})"
+        for relation, state in states.items()
+        if state is not None
     ]
     if rows:
-        con.executemany(f"insert into {SOURCES_TABLE} values (?, ?, ?, ?, ?)", rows)
+        con.execute(f"insert into {SOURCES_TABLE} values {', '.join(rows)}")

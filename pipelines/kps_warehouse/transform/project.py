@@ -33,7 +33,7 @@ import sqlglot
 import yaml
 from sqlglot import exp
 
-from kps_warehouse.transform.changes import PROJECT_KEY
+from kps_warehouse.transform.changes import PROJECT_KEY, literal
 
 # `sql/` ships in the wheel as this package's data (see pyproject.toml).
 SQL_DIR = Path(str(resources.files("kps_warehouse.sql")))
@@ -315,7 +315,7 @@ def _unique(relation: str, column: str) -> str:
 
 
 def _accepted_values(relation: str, column: str, values: list[Any]) -> str:
-    listed = ", ".join(exp.convert(value).sql(dialect="duckdb") for value in values)
+    listed = ", ".join(map(literal, values))
     return (
         f"select {column}, count(*) as occurrences from {relation} "
         f"where {column} not in ({listed}) group by {column}"

@@ -26,11 +26,10 @@ from typing import Any
 
 import duckdb
 import sqlglot
-from sqlglot import exp
 
 from kps_warehouse.crash_points import crash_point
 from kps_warehouse.transform import changes
-from kps_warehouse.transform.changes import FULL, NONE, PROJECT_KEY, Delta
+from kps_warehouse.transform.changes import FULL, NONE, PROJECT_KEY, Delta, literal
 from kps_warehouse.transform.project import (
     SOURCE_SCHEMA,
     SQL_DIR,
@@ -274,8 +273,8 @@ def _build(
                 definitions[model.relation], model.depends_on, contents
             )
             con.execute(
-                f"insert or replace into {BUILDS_TABLE} values (?, ?)",
-                [model.relation, definitions[model.relation]],
+                f"insert or replace into {BUILDS_TABLE} values"
+                f" ({literal(model.relation)}, {literal(definitions[model.relation])})"
             )
         changes.store_states(con, states)
         # the passes were on the last build: with this one, they hold until the tests say so
@@ -446,7 +445,7 @@ def _changed_in(projects: Iterable[str]) -> str:
     through views: a list of constants, and not `in (...)`, which DuckDB turns into a join past
     a few values and then reads every row of every column (a tenth of a second at a million
     tasks, against a hundredth)."""
-    listed = ", ".join(exp.convert(project).sql(dialect="duckdb") for project in sorted(projects))
+    listed = ", ".join(map(literal, sorted(projects)))
     return f"list_contains([{listed}], {PROJECT_KEY})"
 
 
@@ -486,8 +485,7 @@ def _columns(
     rows = con.execute(
         "select schema_name || '.' || table_name, column_name from duckdb_columns()"
         " where database_name = current_database() and not internal"
-        + (" and schema_name || '.' || table_name = ?" if relation else ""),
-        [relation] if relation else [],
+        + (f" and schema_name || '.' || table_name = {literal(relation)}" if relation else "")
     ).fetchall()
     found: dict[str, set[str]] = {}
     for table, column in rows:
@@ -536,9 +534,10 @@ def _run_tests(
         if key is not None and results[-1].failures == 0:
             passing.append([key, identity])
     if passing:  # one statement: executemany would run one per test
+        keys, identities = [key for key, _ in passing], [test for _, test in passing]
         con.execute(
-            f"insert or ignore into {PASSES_TABLE} select unnest($keys), unnest($tests)",
-            {"keys": [key for key, _ in passing], "tests": [test for _, test in passing]},
+            f"insert or ignore into {PASSES_TABLE}"
+            f" select unnest({literal(keys)}), unnest({literal(identities)})"
         )
     return results
 
