@@ -389,7 +389,8 @@ def median_of(runs: list[Measured]) -> Measured:
         f"median of {len(runs)} runs: " + ", ".join(f"{run.seconds:.2f}" for run in runs) + " s"
     )
     median.peak_mb = max(run.peak_mb or 0.0 for run in runs)
-    median.details["peak_concurrency"] = max(run.details["peak_concurrency"] for run in runs)
+    if all("peak_concurrency" in run.details for run in runs):  # not for the models alone
+        median.details["peak_concurrency"] = max(run.details["peak_concurrency"] for run in runs)
     return median
 
 

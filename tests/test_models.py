@@ -531,6 +531,27 @@ def test_models_reading_each_other_are_a_cycle(tmp_path: Path) -> None:
         build_order(tmp_path / "sql")
 
 
+@pytest.mark.parametrize(
+    "settings", ["fsst", "\n        threads = 1; drop table x: 1", "\n        - threads"]
+)
+def test_duckdb_settings_that_are_not_names_and_values_name_the_model(
+    tmp_path: Path, settings: str
+) -> None:
+    write_models(
+        tmp_path,
+        {
+            "marts/m.sql": "select 1 as one",
+            "marts/_marts.yml": "models:\n  - name: m\n    config:\n"
+            f"      duckdb_settings: {settings}\n",
+        },
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"^model sql/marts/m\.sql: duckdb_settings is a mapping of DuckDB setting names",
+    ):
+        build_order(tmp_path / "sql")
+
+
 def test_a_syntax_error_names_the_file_and_leaves_the_last_build(
     built: Built, tmp_path: Path
 ) -> None:

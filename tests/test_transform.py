@@ -261,3 +261,35 @@ def test_deleted_rows_are_compacted_once_they_are_a_fifth_of_an_incremental_tabl
         assert after_deleting(19) == 0  # 19 of 100 rows deleted: left in place
         default = duckdb.connect().execute("select current_setting('max_vacuum_tasks')")
         assert after_deleting(21) == default.fetchone()[0] > 0  # 21: compacted
+
+
+def _compressions(warehouse: Path, table: str, column: str) -> set[str]:
+    return {
+        compression
+        for (compression,) in query(
+            warehouse,
+            f"select compression from pragma_storage_info('{table}')"
+            f" where column_name = '{column}' and segment_type = 'VARCHAR'",
+        )
+    }
+
+
+def test_a_models_duckdb_settings_hold_while_its_table_is_written_and_only_then(loaded, tmp_path):
+    # two tables of the same 300,000 rows, larger than what DuckDB logs and compresses later:
+    # five codes, which DuckDB keeps as a dictionary unless a model's settings say otherwise
+    sql_dir = Path(shutil.copytree(SQL_DIR, tmp_path / "sql"))
+    codes = "select 'code-' || (i % 5) as code from range(300000) as numbers (i)\n"
+    (sql_dir / "marts" / "codes_told.sql").write_text(codes)
+    (sql_dir / "marts" / "codes_untold.sql").write_text(codes)
+    with (sql_dir / "marts" / "_marts.yml").open("a") as properties:
+        properties.write(
+            "  - name: codes_told\n    config:\n      duckdb_settings:\n"
+            "        disabled_compression_methods: dictionary\n"
+        )
+    order = [model.relation for model in build_order(sql_dir)]
+    assert order.index("marts.codes_told") < order.index("marts.codes_untold")
+
+    runner.transform(loaded, sql_dir)
+
+    assert "Dictionary" not in _compressions(loaded, "marts.codes_told", "code")
+    assert _compressions(loaded, "marts.codes_untold", "code") == {"Dictionary"}

@@ -14,6 +14,8 @@ unique_combination_of_columns) and how each is built (``config:``):
   nothing else of it is rebuilt; ``sql/new_days/<table>.sql`` computes them when the model's
   own inputs' new days do not (zero-filled rolling windows reach back into the days before).
   On a view it tells the data tests that the new days' rows are what changed.
+- ``duckdb_settings``: DuckDB settings (name: value) while the model's table is written, whole
+  or in part; the defaults again after. Not used on PostgreSQL.
 
 Queries in ``sql/tests/*.sql`` are data tests too. Every test returns the rows that fail it.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from importlib import resources
@@ -40,6 +43,7 @@ SQL_DIR = Path(str(resources.files("kps_warehouse.sql")))
 TESTS_DIR = "tests"
 NEW_DAYS_DIR = "new_days"
 VIEW_SCHEMAS = frozenset({"staging"})
+SETTING_NAME = re.compile(r"[a-z_]+")
 SOURCE_SCHEMA = "kps_raw"
 
 Kind = Literal["view", "table"]
@@ -70,6 +74,7 @@ class Model:
     unique_key: str | None = None
     new_days: str | None = None
     new_days_sql: str | None = dataclasses.field(default=None, repr=False)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def relation(self) -> str:
@@ -165,6 +170,11 @@ def _read_models(sql_dir: Path, properties: dict[str, tuple[str, dict[str, Any]]
                     f"model {where}: an incremental model has unique_key: {PROJECT_KEY}, and"
                     " only an incremental one"
                 )
+            settings = config.get("duckdb_settings") or {}
+            if not isinstance(settings, dict) or not all(map(SETTING_NAME.fullmatch, settings)):
+                raise ModelError(
+                    f"model {where}: duckdb_settings is a mapping of DuckDB setting names to values"
+                )
             new_days_path = sql_dir / NEW_DAYS_DIR / path.name
             models.append(
                 Model(
@@ -177,6 +187,7 @@ def _read_models(sql_dir: Path, properties: dict[str, tuple[str, dict[str, Any]]
                     unique_key=unique_key,
                     new_days=config.get("new_days"),
                     new_days_sql=statement(new_days_path) if new_days_path.exists() else None,
+                    settings=settings,
                 )
             )
     return models

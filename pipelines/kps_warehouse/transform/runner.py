@@ -19,7 +19,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,7 @@ def _build(
                     if whole:
                         _put_in_place(con, model)
                     else:
-                        _create(con, model.kind, model.relation, model.sql)
+                        _create(con, model, model.relation, model.sql)
                     columns[model.relation] = _columns(con, model.relation)
                     delta = _latest_day_moved(con, latest_before) if latest_before else FULL
                 elif not delta or model.kind == "view":
@@ -308,7 +309,7 @@ def _build_beside(con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: 
     beside = {model.relation: model.relation + NEXT for model in models}
     for model in models:
         try:
-            _create(con, model.kind, beside[model.relation], _renamed(model.sql, beside))
+            _create(con, model, beside[model.relation], _renamed(model.sql, beside))
         except duckdb.Error as error:
             _drop_beside(con, models)
             raise _failed(model, sql_dir, error) from error
@@ -320,7 +321,7 @@ def _put_in_place(con: duckdb.DuckDBPyConnection, model: Model) -> None:
     if model.kind == "view":
         # a view reads the relations it names when it is queried: made again, it reads the live
         # ones, and nothing was saved by making it beside
-        _create(con, model.kind, model.relation, model.sql)
+        _create(con, model, model.relation, model.sql)
         con.execute(f"drop view {model.relation}{NEXT}")
         return
     live = _relations(con).get(model.relation)
@@ -337,16 +338,26 @@ def _drop_beside(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
             con.execute(f"drop {kind} {model.relation}{NEXT}")
 
 
-def _create(con: duckdb.DuckDBPyConnection, kind: str, relation: str, sql: str) -> None:
+def _create(con: duckdb.DuckDBPyConnection, model: Model, relation: str, sql: str) -> None:
+    """`relation` made whole from `sql` as the model's kind of relation."""
     was = _relations(con).get(relation)
-    if was and was != kind:  # a model made a view from a table, or the other way round
+    if was and was != model.kind:  # a model made a view from a table, or the other way round
         con.execute(f"drop {was} {relation}")
-    con.execute(f"set memory_limit = '{BUILD_MEMORY_LIMIT}'")
-    try:
+    with _settings(con, {"memory_limit": BUILD_MEMORY_LIMIT, **model.settings}):
         # on the same line as the model's first line, so that line numbers still match
-        con.execute(f"create or replace {kind} {relation} as {sql}")
+        con.execute(f"create or replace {model.kind} {relation} as {sql}")
+
+
+@contextmanager
+def _settings(con: duckdb.DuckDBPyConnection, settings: Mapping[str, Any]) -> Iterator[None]:
+    """DuckDB's `settings` while a model's rows are written, and its defaults again after."""
+    for name, value in settings.items():
+        con.execute(f"set {name} = {literal(value)}")
+    try:
+        yield
     finally:
-        con.execute("reset memory_limit")
+        for name in settings:
+            con.execute(f"reset {name}")
 
 
 def _relations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -404,7 +415,8 @@ def _update(
                 ),
                 {},
             )
-        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
+        with _settings(con, model.settings):
+            con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
     if delta.projects:
         changed = _changed_in(delta.projects)
         con.execute(
@@ -412,7 +424,8 @@ def _update(
         )
         filters = {t: changed for t in model.depends_on if PROJECT_KEY in columns[t]}
         sql = _reading(con, model, filters)
-        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)")
+        with _settings(con, model.settings):
+            con.execute(f"insert into {model.relation} by name select * from ({sql}\n)")
 
 
 def _reading(con: duckdb.DuckDBPyConnection, model: Model, filters: Mapping[str, str]) -> str:
