@@ -239,6 +239,8 @@ def _build(
         # int_failures__key_days, made by three groupings: 0.2-0.3 s at a million tasks)
         con.execute("set max_vacuum_tasks = 0")
         _build_beside(con, models, sql_dir)
+    # what each live relation is, for a whole build, which replaces each once
+    live = _relations(con) if whole else {}
     # one transaction: a model that fails leaves every table of the last good build in place,
     # and the record of what each was built from with it
     con.execute("begin transaction")
@@ -261,10 +263,11 @@ def _build(
                 if rebuild or _needs_full(model, delta):
                     latest_before = None if rebuild else _latest_day(con, model, columns)
                     if whole:
-                        _put_in_place(con, model)
+                        _put_in_place(con, model, live.get(model.relation))
                     else:
-                        _create(con, model, model.relation, model.sql)
-                    columns[model.relation] = _columns(con, model.relation)
+                        was = _relations(con).get(model.relation)
+                        _create(con, model, model.relation, model.sql, was)
+                        columns[model.relation] = _columns(con, model.relation)
                     delta = _latest_day_moved(con, latest_before) if latest_before else FULL
                 elif not delta or model.kind == "view":
                     kept.append(model.relation)
@@ -281,6 +284,8 @@ def _build(
                 f"insert or replace into {BUILDS_TABLE} values"
                 f" ({literal(model.relation)}, {literal(definitions[model.relation])})"
             )
+        if whole:  # read once: nothing in the build needed them before
+            columns = _columns(con)
         changes.store_states(con, states)
         # the passes were on the last build: with this one, they hold until the tests say so
         con.execute(f"delete from {PASSES_TABLE}")
@@ -313,22 +318,23 @@ def _build_beside(con: duckdb.DuckDBPyConnection, models: list[Model], sql_dir: 
     beside = {model.relation: model.relation + NEXT for model in models}
     for model in models:
         try:
-            _create(con, model, beside[model.relation], _renamed(model.sql, beside))
+            # none is there yet: `_build` dropped what a killed build left
+            _create(con, model, beside[model.relation], _renamed(model.sql, beside), None)
         except duckdb.Error as error:
             _drop_beside(con, models)
             raise _failed(model, sql_dir, error) from error
         crash_point("mid-build")
 
 
-def _put_in_place(con: duckdb.DuckDBPyConnection, model: Model) -> None:
-    """The model's relation made by `_build_beside` in place of the live one."""
+def _put_in_place(con: duckdb.DuckDBPyConnection, model: Model, live: str | None) -> None:
+    """The model's relation made by `_build_beside` in place of the live one, a `live` table or
+    view or none."""
     if model.kind == "view":
         # a view reads the relations it names when it is queried: made again, it reads the live
         # ones, and nothing was saved by making it beside
-        _create(con, model, model.relation, model.sql)
+        _create(con, model, model.relation, model.sql, live)
         con.execute(f"drop view {model.relation}{NEXT}")
         return
-    live = _relations(con).get(model.relation)
     if live:
         con.execute(f"drop {live} {model.relation}")
     con.execute(f"alter table {model.relation}{NEXT} rename to {model.name}")
@@ -342,9 +348,15 @@ def _drop_beside(con: duckdb.DuckDBPyConnection, models: list[Model]) -> None:
             con.execute(f"drop {kind} {model.relation}{NEXT}")
 
 
-def _create(con: duckdb.DuckDBPyConnection, model: Model, relation: str, sql: str) -> None:
-    """`relation` made whole from `sql` as the model's kind of relation."""
-    was = _relations(con).get(relation)
+def _create(
+    con: duckdb.DuckDBPyConnection,
+    model: Model,
+    relation: str,
+    sql: str,
+    was: str | None,
+) -> None:
+    """`relation` made whole from `sql` as the model's kind of relation, in place of the table
+    or view it `was`, if any."""
     if was and was != model.kind:  # a model made a view from a table, or the other way round
         con.execute(f"drop {was} {relation}")
     with _settings(con, {"memory_limit": BUILD_MEMORY_LIMIT, **model.settings}):
