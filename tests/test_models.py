@@ -532,7 +532,8 @@ def test_models_reading_each_other_are_a_cycle(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "settings", ["fsst", "\n        threads = 1; drop table x: 1", "\n        - threads"]
+    "settings",
+    ["fsst", "\n        threads = 1; drop table x: 1", "\n        - threads", "\n        1: 2"],
 )
 def test_duckdb_settings_that_are_not_names_and_values_name_the_model(
     tmp_path: Path, settings: str

@@ -171,7 +171,9 @@ def _read_models(sql_dir: Path, properties: dict[str, tuple[str, dict[str, Any]]
                     " only an incremental one"
                 )
             settings = config.get("duckdb_settings") or {}
-            if not isinstance(settings, dict) or not all(map(SETTING_NAME.fullmatch, settings)):
+            if not isinstance(settings, dict) or not all(
+                isinstance(name, str) and SETTING_NAME.fullmatch(name) for name in settings
+            ):
                 raise ModelError(
                     f"model {where}: duckdb_settings is a mapping of DuckDB setting names to values"
                 )

@@ -367,12 +367,14 @@ def _create(
 @contextmanager
 def _settings(con: duckdb.DuckDBPyConnection, settings: Mapping[str, Any]) -> Iterator[None]:
     """DuckDB's `settings` while a model's rows are written, and its defaults again after."""
-    for name, value in settings.items():
-        con.execute(f"set {name} = {literal(value)}")
+    made = []
     try:
+        for name, value in settings.items():
+            con.execute(f"set {name} = {literal(value)}")
+            made.append(name)
         yield
     finally:
-        for name in settings:
+        for name in made:
             con.execute(f"reset {name}")
 
 
