@@ -60,6 +60,7 @@ error_code_touches as (
         server_id
 ),
 
+-- a NULL touched counts no server (or key pair), as a distinct count would
 keypair_days as (
     select
         'keypair' as dimension,

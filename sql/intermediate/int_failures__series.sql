@@ -66,17 +66,18 @@ filled as (
     ) as spine (day)
 ),
 
--- a window's failures are those to its last day less those to the day before its first: one
--- row per day, so those are 7 and 14 rows back. Looking back is much cheaper than summing frames
-windowed as (
+-- the failures to date of 7 and of 14 days before (one row per day: 7 and 14 rows back), from
+-- which the rolling windows below are differences. Looking back is much cheaper than summing
+-- frames of 7 rows
+looked_back as (
     select
         series,
         day,
         failures,
-        failures_to_date - coalesce(lag(failures_to_date, 7) over by_day, 0) as failures_7d,
-        coalesce(lag(failures_to_date, 7) over by_day, 0)
-        - coalesce(lag(failures_to_date, 14) over by_day, 0) as failures_prev_7d,
-        breadth
+        breadth,
+        failures_to_date,
+        coalesce(lag(failures_to_date, 7) over by_day, 0) as failures_to_week_before,
+        coalesce(lag(failures_to_date, 14) over by_day, 0) as failures_to_two_weeks_before
     from filled
     window by_day as (partition by series order by day)
 ),
@@ -85,14 +86,19 @@ final as (
     select
         keys.project_id,
         keys.key_number,
-        windowed.day,
-        cast(windowed.failures as bigint) as failures,
-        cast(windowed.failures_7d as bigint) as failures_7d,
-        cast(windowed.failures_prev_7d as bigint) as failures_prev_7d,
-        cast(windowed.breadth as bigint) as breadth
-    from windowed
+        looked_back.day,
+        cast(looked_back.failures as bigint) as failures,
+        cast(
+            looked_back.failures_to_date - looked_back.failures_to_week_before as bigint
+        ) as failures_7d,
+        cast(
+            looked_back.failures_to_week_before - looked_back.failures_to_two_weeks_before
+            as bigint
+        ) as failures_prev_7d,
+        cast(looked_back.breadth as bigint) as breadth
+    from looked_back
     inner join keys
-        on keys.series = windowed.series
+        on keys.series = looked_back.series
 )
 
 select * from final

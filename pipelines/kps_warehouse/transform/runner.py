@@ -272,7 +272,8 @@ def _build(
                 elif not delta or model.kind == "view":
                     kept.append(model.relation)
                 else:
-                    _update(con, model, delta, columns)
+                    with _settings(con, model.settings):
+                        _update(con, model, delta, columns)
                     updated.append(model.relation)
             except duckdb.Error as error:
                 raise _failed(model, sql_dir, error) from error
@@ -433,8 +434,7 @@ def _update(
                 ),
                 {},
             )
-        with _settings(con, model.settings):
-            con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
+        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)", parameters)
     if delta.projects:
         changed = _changed_in(delta.projects)
         con.execute(
@@ -442,8 +442,7 @@ def _update(
         )
         filters = {t: changed for t in model.depends_on if PROJECT_KEY in columns[t]}
         sql = _reading(con, model, filters)
-        with _settings(con, model.settings):
-            con.execute(f"insert into {model.relation} by name select * from ({sql}\n)")
+        con.execute(f"insert into {model.relation} by name select * from ({sql}\n)")
 
 
 def _reading(con: duckdb.DuckDBPyConnection, model: Model, filters: Mapping[str, str]) -> str:
