@@ -22,7 +22,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from kps_warehouse import dlt_adapter
 from kps_warehouse.crash_points import crash_point
 from kps_warehouse.ops.postgres import PostgresSession, PostgresWarehouse
-from kps_warehouse.ops.warehouse import Warehouse
+from kps_warehouse.ops.warehouse import NO_COMPACTION, Warehouse
 from kps_warehouse.source import (
     Project,
     check_settings,
@@ -157,13 +157,15 @@ def pipeline_name(warehouse: Path) -> str:
 
 
 @contextmanager
-def load_connection(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def load_connection(database: Path, *, compact: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one connection a run loads through. dlt, given a file, opens and closes its own for
     each load job, and every close checkpoints the file: the staging copy of the rows was
-    written to disk only to be deleted. Held open, the file is checkpointed once, at the end."""
+    written to disk only to be deleted. Held open, the file is checkpointed once, at the end;
+    that checkpoint compacts tables only if `compact` (see `NO_COMPACTION`)."""
     connection = duckdb.connect(
         str(database),
         config={
+            **({} if compact else NO_COMPACTION),
             # Row order means nothing in these tables; without it DuckDB writes a load's rows
             # on every core.
             "preserve_insertion_order": False,
@@ -241,7 +243,8 @@ def run(
             # dlt's state (what was loaded, the projects' fingerprints) lives with the warehouse:
             # no warehouse, no state, or an unchanged project would never be loaded again.
             drop_dlt_state(target.path)
-        with load_connection(writer) as connection:
+        # the models that follow decide whether this run compacts
+        with load_connection(writer, compact=not transform) as connection:
             pipeline = make_pipeline(target, connection)
             extract_and_load(pipeline, connection, clock, "duckdb", run_id=run_id, **source_args)
         with duckdb.connect(str(writer), read_only=True) as con:

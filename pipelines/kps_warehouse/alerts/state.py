@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from kps_warehouse.ops.warehouse import NO_COMPACTION
+
 from .config import Settings
 from .events import Event
 
@@ -74,7 +76,10 @@ EVENT_COLUMNS = (
 
 @contextmanager
 def connect(database: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(str(database), read_only=read_only)
+    # the alerts' few rows are no reason to compact the models' tables (see `NO_COMPACTION`)
+    con = duckdb.connect(
+        str(database), read_only=read_only, config={} if read_only else NO_COMPACTION
+    )
     try:
         con.execute("set TimeZone = 'UTC'")
         yield con
