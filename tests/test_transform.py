@@ -223,6 +223,36 @@ def test_a_data_test_that_failed_runs_again_however_little_changed(loaded, tmp_p
     assert "marts.failure_weekly" in result.kept
 
 
+def test_the_changed_rows_fail_the_tests_that_check_only_them(loaded):
+    # Planted as a later load of one project: its rows alone are tested again. One version's
+    # failed_at disagrees with its task_time (one test reads the raw versions: through a view)
+    # and it has no server (a warning; seven tests read the staged versions: copied once for
+    # them all).
+    with duckdb.connect(str(loaded)) as con:
+        con.execute(
+            """
+            insert into kps_raw.failed_tasks
+            select * replace (
+                'planted' as task_id,
+                failed_at + interval 1 hour as failed_at,
+                null as server_id,
+                'planted' as row_hash,
+                '9' || _dlt_load_id as _dlt_load_id
+            )
+            from kps_raw.failed_tasks
+            where _dlt_valid_to is null
+            limit 1
+            """
+        )
+
+    result = runner.transform(loaded, keep_unchanged=True)
+
+    assert {t.name: (t.severity, t.failures) for t in result.tests if t.failures} == {
+        "assert_failed_at_matches_task_time": ("error", 1),
+        "not_null_stg_kps__failed_tasks_server_id": ("warn", 1),
+    }
+
+
 def test_after_every_kind_of_run_the_kept_models_equal_a_full_build(
     simulator, loaded, warehouse, tmp_path
 ):

@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -551,14 +552,27 @@ def _run_tests(
     checks only the rows its inputs changed in since (when they changed in part). A test that
     failed or warned always runs again, whole."""
     results, passing = [], []
-    scoped: dict[tuple[str, str], str] = {}
+    plans = []
     for test in tests:
         key, reads = _test_key(test, build.contents)
         identity = _digest(test.sql, [], {})
         if key is not None and key in passes.keys:
-            results.append(TestResult(test.name, test.severity, 0, [], reused=True))
+            how = "reused"
         elif test.local and key is not None and identity in passes.tests:
-            results.append(_run_test(con, test, _scope(con, test, reads, build, scoped)))
+            how = "scoped"
+        else:
+            how = "whole"
+        plans.append((test, key, reads, identity, how))
+    # the tables more than one scoped test reads: their changed rows are copied once for all
+    readers = Counter(table for _, _, reads, _, how in plans if how == "scoped" for table in reads)
+    shared = {table for table, count in readers.items() if count > 1}
+    scoped: dict[tuple[str, str], str] = {}
+    for test, key, reads, identity, how in plans:
+        if how == "reused":
+            results.append(TestResult(test.name, test.severity, 0, [], reused=True))
+        elif how == "scoped":
+            sql = _scope(con, test, reads, build, scoped, shared)
+            results.append(_run_test(con, test, sql))
         else:
             results.append(_run_test(con, test, test.sql))
         if key is not None and results[-1].failures == 0:
@@ -578,11 +592,13 @@ def _scope(
     reads: set[str],
     build: Build,
     scoped: dict[tuple[str, str], str],
+    shared: set[str],
 ) -> str:
     """The local test's SQL reading, of every table with projects, only the rows of the projects
     its inputs changed in and of the new days; the whole test when an input changed whole.
-    `scoped` holds the temporary tables of those rows made so far, by table and condition:
-    each is read from its relation once, for all the tests that read it."""
+    `scoped` holds the temporary relations of those rows made so far, by table and condition:
+    of a table other tests read too (`shared`), a table, read from its relation once for all of
+    them; else a view, through which the test reads only its columns of those rows."""
     deltas = [build.deltas.get(table, FULL) for table in reads]
     if any(delta.full for delta in deltas):
         return test.sql
@@ -606,7 +622,8 @@ def _scope(
         rows = scoped.get((table, union))
         if rows is None:
             rows = f"_tested_{len(scoped)}__" + table.replace(".", "__")
-            con.execute(f"create temp table {rows} as {union}")
+            kind = "table" if table in shared else "view"
+            con.execute(f"create temp {kind} {rows} as {union}")
             scoped[(table, union)] = rows
         sql = _renamed(sql, {table: rows})
     return sql
