@@ -27,12 +27,11 @@ import duckdb
 
 from kps_warehouse.crash_points import crash_point
 
-# DuckDB's checkpoint compacts ("vacuums") every table whose rows could fill fewer row groups:
-# after a run had deleted and inserted again ten projects' rows, most row groups of the largest
-# models, rewritten by whichever connection checkpointed next (the next run's load, 0.2-1.2 s at
-# a million tasks). A run that builds models opens the writer copy with this; the models decide
-# when compacting is due (`COMPACT_AT_DELETED_SHARE` in transform/runner.py); publishing never
-# compacts.
+# A run that builds models leaves compacting to them (`COMPACT_AT_DELETED_SHARE` in
+# transform/runner.py says why and when): its other connections to the writer copy open with
+# this, and publishing always does. With DuckDB's defaults the next checkpoint, the next run's
+# load, compacted whatever the last run's models had deleted or appended (0.2-1.2 s a changed
+# run at a million tasks).
 NO_COMPACTION = {"max_vacuum_tasks": 0}
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import sqlglot
@@ -544,6 +544,30 @@ def _passes(con: duckdb.DuckDBPyConnection) -> Passes:
     return Passes({key for key, _ in rows}, {test for _, test in rows})
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How a data test runs this build: `reused` (not run), `scoped` to the changed rows, or
+    `whole`; with its key (see `_test_key`), the tables it reads and its SQL's digest."""
+
+    test: DataTest
+    key: str | None
+    reads: set[str]
+    identity: str
+    how: Literal["reused", "scoped", "whole"]
+
+
+def _plan(test: DataTest, build: Build, passes: Passes) -> _Plan:
+    key, reads = _test_key(test, build.contents)
+    identity = _digest(test.sql, [], {})
+    if key is not None and key in passes.keys:
+        how = "reused"
+    elif test.local and key is not None and identity in passes.tests:
+        how = "scoped"
+    else:
+        how = "whole"
+    return _Plan(test, key, reads, identity, how)
+
+
 def _run_tests(
     con: duckdb.DuckDBPyConnection, tests: list[DataTest], build: Build, passes: Passes
 ) -> list[TestResult]:
@@ -551,32 +575,23 @@ def _run_tests(
     unchanged, would pass again and is not run; a local test that passed on the last build
     checks only the rows its inputs changed in since (when they changed in part). A test that
     failed or warned always runs again, whole."""
-    results, passing = [], []
-    plans = []
-    for test in tests:
-        key, reads = _test_key(test, build.contents)
-        identity = _digest(test.sql, [], {})
-        if key is not None and key in passes.keys:
-            how = "reused"
-        elif test.local and key is not None and identity in passes.tests:
-            how = "scoped"
-        else:
-            how = "whole"
-        plans.append((test, key, reads, identity, how))
+    plans = [_plan(test, build, passes) for test in tests]
     # the tables more than one scoped test reads: their changed rows are copied once for all
-    readers = Counter(table for _, _, reads, _, how in plans if how == "scoped" for table in reads)
+    readers = Counter(table for plan in plans if plan.how == "scoped" for table in plan.reads)
     shared = {table for table, count in readers.items() if count > 1}
+    results, passing = [], []
     scoped: dict[tuple[str, str], str] = {}
-    for test, key, reads, identity, how in plans:
-        if how == "reused":
+    for plan in plans:
+        test = plan.test
+        if plan.how == "reused":
             results.append(TestResult(test.name, test.severity, 0, [], reused=True))
-        elif how == "scoped":
-            sql = _scope(con, test, reads, build, scoped, shared)
+        elif plan.how == "scoped":
+            sql = _scope(con, test, plan.reads, build, scoped, shared)
             results.append(_run_test(con, test, sql))
         else:
             results.append(_run_test(con, test, test.sql))
-        if key is not None and results[-1].failures == 0:
-            passing.append([key, identity])
+        if plan.key is not None and results[-1].failures == 0:
+            passing.append([plan.key, plan.identity])
     if passing:  # one statement: executemany would run one per test
         keys, identities = [key for key, _ in passing], [test for _, test in passing]
         con.execute(
